@@ -1,0 +1,174 @@
+"""``F.layer_norm`` / ``F.rms_norm``-compatible functions, and the one place that
+picks which implementation runs.
+
+Implementations (``impl=``):
+
+- ``"torch"``: PyTorch's native op (``torch.nn.functional``).
+- ``"reference"``: :mod:`layernorm.reference`, the annotated math.
+- ``"triton"``: the fused kernels of :mod:`layernorm.ops` (CUDA tensors of
+  float16 / bfloat16 / float32; CPU tensors too when ``TRITON_INTERPRET=1``,
+  which runs the same kernels in Triton's interpreter).
+
+``impl=None`` (the default) takes the process-wide choice of the environment
+variable ``LAYERNORM_IMPL`` (read once, when :mod:`layernorm` is imported);
+when that is unset or ``"auto"``, the Triton kernels run where they support
+the input and PyTorch's op everywhere else. A process-wide ``triton`` also
+falls back to PyTorch's op for inputs the kernels do not take (float64, CPU
+without the interpreter); asking for ``impl="triton"`` on one call for such an
+input is an error.
+
+Autocast: we do what PyTorch does, so outputs match. Under CUDA autocast the
+normalization runs in float32 and returns float32 (PyTorch puts layer_norm on
+its float32 list: normalization statistics are precision-sensitive, and in a
+transformer the residual stream it reads is float32 anyway). CPU autocast
+leaves normalization alone, so there the output has the input's dtype. Outside
+autocast the output has the input's dtype, whatever the dtype of ``weight``
+and ``bias`` (float32 parameters on half-precision input are allowed).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import reference
+from .validation import (
+    check_eps,
+    check_impl,
+    check_input,
+    check_parameter,
+    normalized_shape_tuple,
+)
+
+__all__ = ["layer_norm", "rms_norm", "resolve_impl", "available_impls"]
+
+
+def _process_default() -> Optional[str]:
+    value = os.environ.get("LAYERNORM_IMPL", "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    return check_impl(value)
+
+
+# Read once at import so that compiled graphs do not depend on os.environ.
+PROCESS_DEFAULT_IMPL: Optional[str] = _process_default()
+
+
+def _triton_supports(x: Tensor) -> bool:
+    from .ops import triton_supported
+
+    return triton_supported(x)
+
+
+def resolve_impl(x: Tensor, impl: Optional[str]) -> str:
+    """The implementation one call will run: ``impl`` if given, else the process default."""
+    if impl is not None:
+        if impl == "triton" and not _triton_supports(x):
+            raise ValueError(
+                "impl='triton' needs triton and a CUDA tensor of float16, bfloat16 or float32 "
+                "(or a CPU tensor with TRITON_INTERPRET=1), got a "
+                f"{x.dtype} tensor on {x.device}"
+            )
+        return impl
+    chosen = PROCESS_DEFAULT_IMPL
+    if chosen == "reference":
+        return chosen
+    if chosen == "torch":
+        return chosen
+    # auto, or a process-wide "triton": the kernels where they take the input.
+    if (x.is_cuda or chosen == "triton") and _triton_supports(x):
+        return "triton"
+    return "torch"
+
+
+def available_impls(device: torch.device | str) -> Tuple[str, ...]:
+    """Implementations that can run on ``device`` (for ``layernorm check``)."""
+    probe = torch.empty(1, device=device)
+    return ("torch", "reference") + (("triton",) if _triton_supports(probe) else ())
+
+
+def _autocast_float32(x: Tensor, *params: Optional[Tensor]):
+    """Mirror PyTorch's CUDA autocast policy for normalization: run in float32."""
+    if not (x.is_cuda and torch.is_autocast_enabled("cuda")):
+        return (x, *params)
+    return tuple(t.float() if t is not None and t.dtype != torch.float64 else t for t in (x, *params))
+
+
+def layer_norm(
+    input: Tensor,
+    normalized_shape,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    eps: float = 1e-5,
+    *,
+    impl: Optional[str] = None,
+) -> Tensor:
+    r"""Layer normalization over the trailing ``normalized_shape`` of ``input``.
+
+    Same signature and result as :func:`torch.nn.functional.layer_norm`, plus
+    the keyword ``impl`` to force an implementation. The math is in
+    :mod:`layernorm.reference`:
+    :math:`y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta`.
+
+    Args:
+        input: tensor of shape ``(*, *normalized_shape)``, floating point.
+        normalized_shape: int, list, tuple or ``torch.Size`` of the trailing dims.
+        weight: :math:`\gamma` of shape ``normalized_shape``, or ``None``.
+        bias: :math:`\beta` of shape ``normalized_shape``, or ``None``.
+        eps: added to the variance under the square root; ``>= 0``.
+        impl: ``"torch"``, ``"reference"``, ``"triton"`` or ``None`` (automatic).
+
+    Example:
+        >>> x = torch.randn(4, 10)
+        >>> torch.allclose(layer_norm(x, (10,)), torch.nn.functional.layer_norm(x, (10,)), atol=1e-6)
+        True
+    """
+    shape = normalized_shape_tuple(normalized_shape)
+    check_input(input, shape)
+    check_parameter("weight", weight, shape, input)
+    check_parameter("bias", bias, shape, input)
+    eps = check_eps(eps)
+    impl = check_impl(impl)
+    input, weight, bias = _autocast_float32(input, weight, bias)
+    chosen = resolve_impl(input, impl)
+    if chosen == "triton":
+        from .ops import triton_layer_norm
+
+        return triton_layer_norm(input, shape, weight, bias, eps)
+    if chosen == "reference":
+        return reference.layer_norm(input, shape, weight, bias, eps)
+    return F.layer_norm(input, shape, weight, bias, eps)
+
+
+def rms_norm(
+    input: Tensor,
+    normalized_shape,
+    weight: Optional[Tensor] = None,
+    eps: Optional[float] = None,
+    *,
+    impl: Optional[str] = None,
+) -> Tensor:
+    r"""RMS normalization over the trailing ``normalized_shape`` of ``input``.
+
+    Same signature and result as :func:`torch.nn.functional.rms_norm`:
+    :math:`y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} \cdot \gamma`.
+    ``eps=None`` means ``torch.finfo(input.dtype).eps``, as in PyTorch.
+    """
+    shape = normalized_shape_tuple(normalized_shape)
+    check_input(input, shape)
+    check_parameter("weight", weight, shape, input)
+    impl = check_impl(impl)
+    input, weight = _autocast_float32(input, weight)
+    eps = torch.finfo(input.dtype).eps if eps is None else check_eps(eps)
+    chosen = resolve_impl(input, impl)
+    if chosen == "triton":
+        from .ops import triton_rms_norm
+
+        return triton_rms_norm(input, shape, weight, eps)
+    if chosen == "reference":
+        return reference.rms_norm(input, shape, weight, eps)
+    return F.rms_norm(input, shape, weight, eps)

@@ -1,0 +1,367 @@
+r"""Layer normalization, written to be read: the math, the forward, the backward.
+
+This module is the annotated reference of the package and the oracle every
+faster implementation is tested against. It uses nothing but elementwise
+tensor operations and reductions, so each line can be held against an
+equation below.
+
+What layer normalization computes
+=================================
+
+A layer's activations drift while the layers beneath it learn: the same
+neuron sees inputs whose scale and offset keep changing. Normalization fixes
+the first two moments of those inputs so each layer learns against a stable
+footing. *Batch* normalization (Ioffe & Szegedy, 2015) takes the moments of
+each feature over the samples of a mini-batch. *Layer* normalization (Ba,
+Kiros & Hinton, 2016) takes them over the features of each sample instead.
+
+Let one sample's activations be :math:`x \in \mathbb{R}^H`, the trailing
+``normalized_shape`` flattened to :math:`H` elements. Layer normalization
+computes
+
+.. math::
+
+    \mu = \frac{1}{H}\sum_{i=1}^{H} x_i, \qquad
+    \sigma^2 = \frac{1}{H}\sum_{i=1}^{H} (x_i - \mu)^2, \qquad
+    r = \frac{1}{\sqrt{\sigma^2 + \epsilon}},
+
+    \hat{x}_i = (x_i - \mu)\, r, \qquad
+    y_i = \gamma_i\, \hat{x}_i + \beta_i .
+
+:math:`\gamma` (``weight``, the gain) and :math:`\beta` (``bias``) are learned,
+one per element of ``normalized_shape``, and let the layer undo the
+normalization where that helps. :math:`\epsilon` sits *inside* the square
+root, as in PyTorch, so a constant row gives :math:`\hat{x} = 0`, not a
+division by zero. The variance is the biased one (divide by :math:`H`).
+
+What it removes: four limits of batch normalization
+===================================================
+
+Because every statistic comes from the sample itself, layer normalization
+does the same computation in training and in inference and needs nothing
+from other samples:
+
+1. **No running statistics.** Batch normalization must keep running means
+   and variances for inference, so a model behaves differently in train and
+   eval mode, and its output for one input depends on its batch companions.
+   Layer normalization keeps no state besides :math:`\gamma, \beta`.
+2. **Recurrent networks.** Batch statistics would be needed per time step,
+   and sequences at test time may be longer than any seen in training. Layer
+   normalization is applied identically at every step of an RNN.
+3. **Small batches.** Batch statistics of 2 or 4 samples are noisy, and with
+   one sample the variance is zero. Layer normalization works at batch size 1.
+4. **Distributed training.** Exact batch statistics across devices need a
+   collective (SyncBatchNorm) in every normalization layer of every step.
+   Layer normalization needs none.
+
+It is the normalization inside nearly every transformer (before each
+attention and MLP block in the "pre-LN" layout).
+
+Numerical stability
+===================
+
+The textbook shortcut :math:`\sigma^2 = \overline{x^2} - \mu^2` subtracts two
+large, nearly equal numbers. For :math:`x = 10^4 + \mathcal{N}(0, 1)` in
+float32, :math:`\overline{x^2} \approx 10^8` carries an absolute rounding error
+of about 8, far more than the variance 1 it should reveal: the result is
+garbage, often negative, and its square root NaN. This module never uses it.
+It uses the *corrected two-pass* algorithm (Chan, Golub & LeVeque, 1983):
+
+.. math::
+
+    m = \frac{1}{H}\sum_i x_i,\quad d_i = x_i - m,\quad
+    c = \frac{1}{H}\sum_i d_i,\quad
+    \mu = m + c,\quad \sigma^2 = \frac{1}{H}\sum_i d_i^2 - c^2 .
+
+The deviations :math:`d_i` are small numbers computed almost exactly, and the
+correction :math:`c` (zero in exact arithmetic) removes the rounding error of
+the first mean. Half-precision inputs are computed in float32 and rounded
+once at the end.
+
+The backward pass, derived
+==========================
+
+Let :math:`L` be the loss and :math:`g_i = \partial L / \partial y_i` the
+incoming gradient (``dy``). The parameters are the easy part: each
+:math:`\gamma_i, \beta_i` is shared by all rows (samples) :math:`b`, so
+
+.. math::
+
+    \frac{\partial L}{\partial \gamma_i} = \sum_b g_{b,i}\, \hat{x}_{b,i},
+    \qquad
+    \frac{\partial L}{\partial \beta_i} = \sum_b g_{b,i}.
+
+For the input, write :math:`\hat{g}_i = g_i\gamma_i`, the gradient reaching
+:math:`\hat{x}_i`. Every :math:`\hat{x}_j` depends on every :math:`x_i`
+through :math:`\mu` and :math:`r`:
+
+.. math::
+
+    \frac{\partial \mu}{\partial x_i} = \frac{1}{H}, \qquad
+    \frac{\partial r}{\partial x_i}
+      = -\tfrac{1}{2}(\sigma^2+\epsilon)^{-3/2}\,\frac{2}{H}(x_i - \mu)
+      = -\frac{r^2}{H}\,\hat{x}_i ,
+
+(the term through :math:`\mu` in :math:`\partial\sigma^2/\partial x_i` is
+:math:`-\frac{2}{H}\sum_j (x_j-\mu)/H = 0`), so
+
+.. math::
+
+    \frac{\partial \hat{x}_j}{\partial x_i}
+      = r\Big(\delta_{ij} - \frac{1}{H}\Big) + (x_j-\mu)\frac{\partial r}{\partial x_i}
+      = \frac{r}{H}\Big(H\delta_{ij} - 1 - \hat{x}_j\hat{x}_i\Big).
+
+Summing against :math:`\hat{g}_j` gives the whole input gradient in one line:
+
+.. math::
+
+    \frac{\partial L}{\partial x_i}
+      = r\left(\hat{g}_i - \frac{1}{H}\sum_j \hat{g}_j
+        - \hat{x}_i\,\frac{1}{H}\sum_j \hat{g}_j\hat{x}_j\right).
+
+The gradient is the incoming one with its mean removed and its component
+along :math:`\hat{x}` removed, scaled by :math:`r`: exactly the two directions
+in which normalization makes the output blind to the input. The backward
+needs only :math:`x`, :math:`\gamma`, and the per-row :math:`\mu` and
+:math:`r` saved by the forward; two row reductions (of :math:`\hat{g}` and of
+:math:`\hat{g}\hat{x}`) and one elementwise pass give :math:`dx`.
+
+RMSNorm
+=======
+
+RMSNorm (Zhang & Sennrich, 2019) drops the mean subtraction and the bias and
+rescales by the root mean square:
+
+.. math::
+
+    r = \frac{1}{\sqrt{\frac{1}{H}\sum_i x_i^2 + \epsilon}}, \qquad
+    \hat{x}_i = x_i\, r, \qquad y_i = \gamma_i \hat{x}_i .
+
+With :math:`\partial r/\partial x_i = -\frac{r^2}{H}\hat{x}_i` as before and no
+mean term, the same derivation gives
+
+.. math::
+
+    \frac{\partial L}{\partial x_i}
+      = r\left(\hat{g}_i - \hat{x}_i\,\frac{1}{H}\sum_j \hat{g}_j\hat{x}_j\right),
+    \qquad
+    \frac{\partial L}{\partial \gamma_i} = \sum_b g_{b,i}\,\hat{x}_{b,i}.
+
+Shapes
+======
+
+``x`` has any leading dims followed by ``normalized_shape``; the functions here
+view it as a matrix of :math:`M` rows (samples) by :math:`H` features. ``mean``
+and ``rstd`` have the leading shape of ``x`` (one per row) and are float32 for
+half-precision inputs, float64 for float64 inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+ShapeLike = Union[int, Sequence[int], torch.Size]
+
+__all__ = [
+    "layer_norm",
+    "layer_norm_forward",
+    "layer_norm_backward",
+    "rms_norm",
+    "rms_norm_forward",
+    "rms_norm_backward",
+]
+
+
+def _feature_dims(x: Tensor, normalized_shape: ShapeLike) -> Tuple[int, ...]:
+    """The trailing dims of ``x`` that ``normalized_shape`` covers."""
+    count = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
+    return tuple(range(x.dim() - count, x.dim()))
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half precision (its 8 or 11 bits cannot hold a sum), else as is."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _affine(x_hat: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+    """y = gamma * x_hat + beta, each factor optional."""
+    y = x_hat
+    if weight is not None:
+        y = y * weight.to(x_hat.dtype)
+    if bias is not None:
+        y = y + bias.to(x_hat.dtype)
+    return y
+
+
+def _param_grads(
+    dy: Tensor, x_hat: Tensor, leading: int, weight: Optional[Tensor], with_bias: bool
+) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """dgamma = sum over rows of dy * x_hat; dbeta = sum over rows of dy."""
+    rows = tuple(range(leading))
+    dweight = (dy * x_hat).sum(rows) if weight is not None else None
+    dbias = dy.sum(rows) if with_bias else None
+    return dweight, dbias
+
+
+def layer_norm_forward(
+    x: Tensor,
+    normalized_shape: ShapeLike,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    eps: float = 1e-5,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Forward pass: returns ``(y, mean, rstd)``.
+
+    ``y`` has the dtype of ``x``; ``mean`` (:math:`\mu`) and ``rstd``
+    (:math:`r = 1/\sqrt{\sigma^2+\epsilon}`) are kept per row in the compute
+    dtype (float32, or float64 for float64 input) for the backward.
+    """
+    dims = _feature_dims(x, normalized_shape)
+    xc = x.to(_compute_dtype(x.dtype))
+    # Corrected two-pass moments: never E[x^2] - E[x]^2 (see the module docs).
+    first_mean = xc.mean(dims, keepdim=True)
+    deviation = xc - first_mean
+    correction = deviation.mean(dims, keepdim=True)  # zero but for rounding
+    mean = first_mean + correction
+    variance = (deviation * deviation).mean(dims, keepdim=True) - correction * correction
+    rstd = torch.rsqrt(variance.clamp_min(0) + eps)  # r = 1 / sqrt(sigma^2 + eps)
+    x_hat = (deviation - correction) * rstd  # x_hat = (x - mu) * r
+    y = _affine(x_hat, weight, bias)  # y = gamma * x_hat + beta
+    return y.to(x.dtype), mean.squeeze(dims), rstd.squeeze(dims)
+
+
+def layer_norm_backward(
+    dy: Tensor,
+    x: Tensor,
+    weight: Optional[Tensor],
+    mean: Tensor,
+    rstd: Tensor,
+    with_bias: bool = True,
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    r"""Backward pass: ``(dx, dweight, dbias)`` from the forward's ``mean`` and ``rstd``.
+
+    .. math::
+
+        dx = r\,\big(\hat g - \overline{\hat g} - \hat x\,\overline{\hat g\hat x}\big),
+        \quad \hat g = dy\cdot\gamma,
+        \quad d\gamma = \textstyle\sum_{rows} dy\,\hat x,
+        \quad d\beta = \textstyle\sum_{rows} dy .
+
+    ``dweight`` is ``None`` when ``weight`` is; ``dbias`` is ``None`` unless
+    ``with_bias``. Gradients come back in the dtypes of ``x`` and ``weight``.
+    """
+    leading = mean.dim()
+    dims = tuple(range(leading, x.dim()))
+    compute = _compute_dtype(x.dtype)
+    mean = mean.to(compute).reshape(mean.shape + (1,) * len(dims))
+    rstd = rstd.to(compute).reshape(mean.shape)
+    x_hat = (x.to(compute) - mean) * rstd
+    dyc = dy.to(compute)
+    g_hat = dyc * weight.to(compute) if weight is not None else dyc  # gradient at x_hat
+    mean_g = g_hat.mean(dims, keepdim=True)
+    mean_gx = (g_hat * x_hat).mean(dims, keepdim=True)
+    dx = rstd * (g_hat - mean_g - x_hat * mean_gx)
+    dweight, dbias = _param_grads(dyc, x_hat, leading, weight, with_bias)
+    return (
+        dx.to(x.dtype),
+        dweight.to(weight.dtype) if dweight is not None else None,
+        dbias.to(dy.dtype if weight is None else weight.dtype) if dbias is not None else None,
+    )
+
+
+def rms_norm_forward(
+    x: Tensor,
+    normalized_shape: ShapeLike,
+    weight: Optional[Tensor] = None,
+    eps: float = 1e-6,
+) -> Tuple[Tensor, Tensor]:
+    r"""RMSNorm forward: returns ``(y, rstd)``, :math:`r = 1/\sqrt{\overline{x^2}+\epsilon}`.
+
+    There is no mean to subtract, so there is no cancellation to guard
+    against: :math:`\overline{x^2}` is a sum of non-negative terms.
+    """
+    dims = _feature_dims(x, normalized_shape)
+    xc = x.to(_compute_dtype(x.dtype))
+    rstd = torch.rsqrt((xc * xc).mean(dims, keepdim=True) + eps)
+    y = _affine(xc * rstd, weight, None)  # y = gamma * x * r
+    return y.to(x.dtype), rstd.squeeze(dims)
+
+
+def rms_norm_backward(
+    dy: Tensor, x: Tensor, weight: Optional[Tensor], rstd: Tensor
+) -> Tuple[Tensor, Optional[Tensor]]:
+    r"""RMSNorm backward: ``(dx, dweight)``.
+
+    .. math::
+
+        dx = r\,\big(\hat g - \hat x\,\overline{\hat g\hat x}\big), \quad
+        d\gamma = \textstyle\sum_{rows} dy\,\hat x .
+    """
+    leading = rstd.dim()
+    dims = tuple(range(leading, x.dim()))
+    compute = _compute_dtype(x.dtype)
+    rstd = rstd.to(compute).reshape(rstd.shape + (1,) * len(dims))
+    x_hat = x.to(compute) * rstd
+    dyc = dy.to(compute)
+    g_hat = dyc * weight.to(compute) if weight is not None else dyc
+    mean_gx = (g_hat * x_hat).mean(dims, keepdim=True)
+    dx = rstd * (g_hat - x_hat * mean_gx)
+    dweight, _ = _param_grads(dyc, x_hat, leading, weight, with_bias=False)
+    return dx.to(x.dtype), dweight.to(weight.dtype) if dweight is not None else None
+
+
+class _LayerNormFunction(torch.autograd.Function):
+    """Ties the explicit forward and backward above into autograd."""
+
+    @staticmethod
+    def forward(ctx, x, normalized_shape, weight, bias, eps):
+        y, mean, rstd = layer_norm_forward(x, normalized_shape, weight, bias, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.with_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        dx, dweight, dbias = layer_norm_backward(dy, x, weight, mean, rstd, ctx.with_bias)
+        return dx, None, dweight, dbias, None
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """Ties the explicit RMSNorm forward and backward into autograd."""
+
+    @staticmethod
+    def forward(ctx, x, normalized_shape, weight, eps):
+        y, rstd = rms_norm_forward(x, normalized_shape, weight, eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, rstd = ctx.saved_tensors
+        dx, dweight = rms_norm_backward(dy, x, weight, rstd)
+        return dx, None, dweight, None
+
+
+def layer_norm(
+    x: Tensor,
+    normalized_shape: ShapeLike,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Layer normalization whose gradient is the explicit backward above."""
+    return _LayerNormFunction.apply(x, normalized_shape, weight, bias, eps)
+
+
+def rms_norm(
+    x: Tensor,
+    normalized_shape: ShapeLike,
+    weight: Optional[Tensor] = None,
+    eps: float = 1e-6,
+) -> Tensor:
+    """RMSNorm whose gradient is the explicit backward above."""
+    return _RMSNormFunction.apply(x, normalized_shape, weight, eps)
