@@ -200,9 +200,12 @@ def _param_grads(
     dy: Tensor, x_hat: Tensor, leading: int, weight: Optional[Tensor], with_bias: bool
 ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
     """dgamma = sum over rows of dy * x_hat; dbeta = sum over rows of dy."""
-    rows = tuple(range(leading))
-    dweight = (dy * x_hat).sum(rows) if weight is not None else None
-    dbias = dy.sum(rows) if with_bias else None
+    def sum_rows(t: Tensor) -> Tensor:
+        # sum(()) would reduce every dim: with no leading dims there is one row.
+        return t.sum(tuple(range(leading))) if leading else t
+
+    dweight = sum_rows(dy * x_hat) if weight is not None else None
+    dbias = sum_rows(dy) if with_bias else None
     return dweight, dbias
 
 

@@ -1,0 +1,55 @@
+"""The command line: `layernorm check` prints its table and its exit status means something."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from layernorm import check
+from layernorm.cli import main
+
+
+def test_check_passes_and_prints_the_table(capsys):
+    status = main(["check", "--device", "cpu", "--dtype", "float32", "--dtype", "bfloat16"])
+    out = capsys.readouterr().out
+    assert status == 0
+    header = out.splitlines()[0].split()
+    assert header[:4] == ["op", "implementation", "device", "dtype"]
+    assert "max rel error" in out.splitlines()[0]
+    rows = [line for line in out.splitlines() if line.startswith(("layer_norm", "rms_norm"))]
+    assert len(rows) >= 2 * 2 * 2 * len(check.SHAPES)  # ops x impls x dtypes x shapes
+    assert all(line.rstrip().endswith("ok") for line in rows)
+
+
+def test_check_exits_1_when_a_case_fails(capsys, monkeypatch):
+    monkeypatch.setitem(check.TOLERANCE, check.DTYPE_NAMES["float32"], 0.0)
+    status = main(["check", "--device", "cpu", "--dtype", "float32", "--impl", "torch"])
+    assert status == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_nan_fails_a_case():
+    result = check.CaseResult("layer_norm", "torch", "cpu", "float32", "[1]", float("nan"), 1.0)
+    assert not result.passed
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run(
+        [sys.executable, "-m", "layernorm", "check", "--dtype", "float64", "--impl", "reference"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cases passed" in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("layernorm") is None, reason="package not installed with pip")
+def test_console_script():
+    done = subprocess.run(["layernorm", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "check" in done.stdout
+
+
+def test_unknown_subcommand_is_a_usage_error():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frobnicate"])
+    assert exit_info.value.code == 2
