@@ -44,7 +44,7 @@ from .validation import (
     normalized_shape_tuple,
 )
 
-__all__ = ["layer_norm", "rms_norm", "resolve_impl", "available_impls"]
+__all__ = ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm", "resolve_impl", "available_impls"]
 
 
 def _process_default() -> Optional[str]:
@@ -172,3 +172,94 @@ def rms_norm(
     if chosen == "reference":
         return reference.rms_norm(input, shape, weight, eps)
     return F.rms_norm(input, shape, weight, eps)
+
+
+def _residual_sum(x: Tensor, residual: Optional[Tensor], residual_in_fp32: bool) -> Tensor:
+    """new_residual = x + residual, in float32 when asked, else in x's dtype."""
+    dtype = torch.float32 if residual_in_fp32 and x.dtype != torch.float64 else x.dtype
+    if residual is None:
+        return x.to(dtype)
+    return x.to(dtype) + residual.to(dtype)
+
+
+def _check_residual(x: Tensor, residual: Optional[Tensor]) -> None:
+    if residual is None:
+        return
+    if not isinstance(residual, Tensor):
+        raise TypeError(f"residual must be a torch.Tensor or None, got {type(residual).__name__}")
+    if not residual.is_floating_point():
+        raise TypeError(f"residual must be a floating-point tensor, got dtype {residual.dtype}")
+    if residual.shape != x.shape:
+        raise ValueError(
+            f"residual must have the input's shape {list(x.shape)}, got {list(residual.shape)}"
+        )
+    if residual.device != x.device:
+        raise ValueError(f"residual is on {residual.device} but the input is on {x.device}")
+
+
+def add_layer_norm(
+    input: Tensor,
+    residual: Optional[Tensor],
+    normalized_shape,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    eps: float = 1e-5,
+    *,
+    residual_in_fp32: bool = False,
+    impl: Optional[str] = None,
+) -> Tuple[Tensor, Tensor]:
+    r"""The pre-norm transformer step: ``(layer_norm(input + residual), input + residual)``.
+
+    Returns ``(y, new_residual)``: :math:`r' = x + r` and :math:`y = \mathrm{LN}(r')`.
+    The fused kernels read ``input`` and ``residual`` once and write ``y`` and
+    ``new_residual`` once, instead of a separate add that writes ``r'`` and a
+    norm that reads it back. Gradients flow to ``input``, ``residual``,
+    ``weight`` and ``bias`` from both outputs.
+
+    ``residual=None`` is the first block: ``new_residual`` is ``input`` itself
+    (cast as below). ``y`` has the input's dtype; ``new_residual`` has it too,
+    or float32 when ``residual_in_fp32`` (keeps the residual stream exact
+    while the activations are half precision).
+    """
+    shape = normalized_shape_tuple(normalized_shape)
+    check_input(input, shape)
+    _check_residual(input, residual)
+    check_parameter("weight", weight, shape, input)
+    check_parameter("bias", bias, shape, input)
+    eps = check_eps(eps)
+    impl = check_impl(impl)
+    chosen = resolve_impl(input, impl)
+    if chosen == "triton":
+        from .ops import triton_add_layer_norm
+
+        return triton_add_layer_norm(input, residual, shape, weight, bias, eps, residual_in_fp32)
+    new_residual = _residual_sum(input, residual, residual_in_fp32)
+    norm = reference.layer_norm if chosen == "reference" else F.layer_norm
+    return norm(new_residual, shape, weight, bias, eps).to(input.dtype), new_residual
+
+
+def add_rms_norm(
+    input: Tensor,
+    residual: Optional[Tensor],
+    normalized_shape,
+    weight: Optional[Tensor] = None,
+    eps: Optional[float] = None,
+    *,
+    residual_in_fp32: bool = False,
+    impl: Optional[str] = None,
+) -> Tuple[Tensor, Tensor]:
+    r"""``(rms_norm(input + residual), input + residual)``; see :func:`add_layer_norm`."""
+    shape = normalized_shape_tuple(normalized_shape)
+    check_input(input, shape)
+    _check_residual(input, residual)
+    check_parameter("weight", weight, shape, input)
+    eps = torch.finfo(input.dtype).eps if eps is None else check_eps(eps)
+    impl = check_impl(impl)
+    chosen = resolve_impl(input, impl)
+    if chosen == "triton":
+        from .ops import triton_add_rms_norm
+
+        return triton_add_rms_norm(input, residual, shape, weight, eps, residual_in_fp32)
+    new_residual = _residual_sum(input, residual, residual_in_fp32)
+    norm = reference.rms_norm if chosen == "reference" else F.rms_norm
+    return norm(new_residual, shape, weight, eps).to(input.dtype), new_residual

@@ -14,14 +14,14 @@ forces an implementation for that module, as ``impl=`` does for the functions.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .functional import layer_norm, rms_norm
+from .functional import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 
-__all__ = ["LayerNorm", "RMSNorm"]
+__all__ = ["LayerNorm", "RMSNorm", "AddLayerNorm", "AddRMSNorm"]
 
 
 class LayerNorm(torch.nn.LayerNorm):
@@ -92,3 +92,59 @@ class RMSNorm(torch.nn.RMSNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         return rms_norm(x, self.normalized_shape, self.weight, self.eps, impl=self.impl)
+
+
+class AddLayerNorm(LayerNorm):
+    r"""Residual add + LayerNorm, fused: ``forward(x, residual) -> (y, x + residual)``.
+
+    The pre-norm transformer block's ``h = h + sublayer(...); y = norm(h)`` in
+    one call (see :func:`layernorm.functional.add_layer_norm`). Its parameters
+    and state dict are those of :class:`torch.nn.LayerNorm`, so a checkpoint of a
+    plain LayerNorm loads into it.
+
+    Args:
+        residual_in_fp32 (bool): keep the returned residual in float32 when the
+            activations are half precision. Default: False.
+        The other arguments are :class:`torch.nn.LayerNorm`'s.
+
+    Examples::
+
+        >>> norm = AddLayerNorm(16)
+        >>> h = torch.randn(2, 16)
+        >>> y, h = norm(torch.randn(2, 16), h)
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, residual_in_fp32: bool = False, device=None, dtype=None) -> None:
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
+        self.residual_in_fp32 = residual_in_fp32
+
+    def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        return add_layer_norm(
+            input, residual, self.normalized_shape, self.weight, self.bias, self.eps,
+            residual_in_fp32=self.residual_in_fp32, impl=self.impl,
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", residual_in_fp32={self.residual_in_fp32}"
+
+
+class AddRMSNorm(RMSNorm):
+    r"""Residual add + RMSNorm, fused: ``forward(x, residual) -> (y, x + residual)``.
+
+    See :class:`AddLayerNorm`; the parameters are :class:`torch.nn.RMSNorm`'s.
+    """
+
+    def __init__(self, normalized_shape, eps: Optional[float] = None, elementwise_affine: bool = True,
+                 residual_in_fp32: bool = False, device=None, dtype=None) -> None:
+        super().__init__(normalized_shape, eps, elementwise_affine, device, dtype)
+        self.residual_in_fp32 = residual_in_fp32
+
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        return add_rms_norm(
+            x, residual, self.normalized_shape, self.weight, self.eps,
+            residual_in_fp32=self.residual_in_fp32, impl=self.impl,
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", residual_in_fp32={self.residual_in_fp32}"
