@@ -1,0 +1,32 @@
+"""`layernorm tour`: every section in the report, and a failing step does not hide the others."""
+
+import pytest
+
+from layernorm import tour
+from layernorm.cli import main
+
+ALL_EXPERIMENTS = [arg for name in tour.EXPERIMENTS for arg in ("--skip", name)]
+
+
+def test_tour_writes_both_reports(tmp_path, capsys):
+    status = main(["tour", "--out", str(tmp_path)] + ALL_EXPERIMENTS)
+    assert status == 0
+    md = (tmp_path / "report.md").read_text()
+    page = (tmp_path / "report.html").read_text()
+    for title in ("Check: every implementation", "Benchmark on the CPU"):
+        assert title in md and title in page
+    assert "cases within tolerance" in md
+    assert "<table>" in page and page.count("<tr>") > 20
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_a_failing_step_is_reported_and_the_rest_still_run(tmp_path, monkeypatch):
+    def broken(section):
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setattr(tour, "_check_step", broken)
+    status = main(["tour", "--out", str(tmp_path)] + ALL_EXPERIMENTS)
+    assert status == 1
+    md = (tmp_path / "report.md").read_text()
+    assert "**failed**" in md and "planted failure" in md
+    assert "Benchmark on the CPU" in md and "**ok**" in md
