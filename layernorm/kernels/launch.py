@@ -1,0 +1,119 @@
+"""Host side of the norm kernels: allocate outputs, look up the launch shape, launch.
+
+Every function here takes 2-D row views ``(M, N)`` whose last dim is
+contiguous (rows may be strided) and returns new tensors; the autograd and
+``torch.library`` plumbing lives in :mod:`layernorm.ops`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import table
+from .norm import norm_bwd_kernel, norm_fwd_kernel, sum_partials_kernel
+
+# Programs per multiprocessor times this many SMs; the CPU interpreter gets a
+# small grid so that tests still see several programs walking several blocks.
+_INTERPRETER_SMS = 3
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return _INTERPRETER_SMS
+
+
+def norm_forward(
+    x: Tensor,
+    residual: Optional[Tensor],
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    eps: float,
+    is_rms: bool,
+    residual_out_dtype: Optional[torch.dtype],
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
+    """y, r' (when ``residual_out_dtype``), mean (LayerNorm), rstd of the rows of ``x [+ residual]``."""
+    m, n = x.shape
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    r_out = None if residual_out_dtype is None else torch.empty((m, n), dtype=residual_out_dtype, device=x.device)
+    mean = None if is_rms else torch.empty((m,), dtype=torch.float32, device=x.device)
+    rstd = torch.empty((m,), dtype=torch.float32, device=x.device)
+    if m == 0 or n == 0:
+        return y, r_out, mean, rstd
+    launch = table.forward_launch(n, x.element_size())
+    grid = (triton_cdiv(m, launch.block_m),)
+    norm_fwd_kernel[grid](
+        x, x if residual is None else residual, y, y if r_out is None else r_out,
+        x if weight is None else weight, x if bias is None else bias,
+        rstd if mean is None else mean, rstd,
+        x.stride(0), 0 if residual is None else residual.stride(0), y.stride(0),
+        0 if r_out is None else r_out.stride(0),
+        m, n, eps,
+        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, SINGLE_CHUNK=launch.single_chunk,
+        IS_RMS=is_rms, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+        HAS_RESIDUAL=residual is not None, STORE_RESIDUAL=r_out is not None,
+        num_warps=launch.num_warps,
+    )
+    return y, r_out, mean, rstd
+
+
+def norm_backward(
+    dy: Tensor,
+    x: Tensor,
+    dres: Optional[Tensor],
+    mean: Optional[Tensor],
+    rstd: Tensor,
+    weight: Optional[Tensor],
+    bias_dtype: Optional[torch.dtype],
+    is_rms: bool,
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """dx (in ``x``'s dtype), dweight, dbias (when ``bias_dtype``) for the rows of ``x``.
+
+    ``x`` is the normalised input the forward saw (r' for the fused add);
+    ``dres`` is a gradient reaching it directly, added to dx.
+    """
+    m, n = x.shape
+    has_weight, has_bias = weight is not None, bias_dtype is not None
+    dx = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    dw = None if not has_weight else torch.empty((n,), dtype=weight.dtype, device=x.device)
+    db = None if not has_bias else torch.empty((n,), dtype=bias_dtype, device=x.device)
+    if m == 0 or n == 0:
+        # no rows: the sums over rows are empty
+        return dx, None if dw is None else dw.zero_(), None if db is None else db.zero_()
+    launch = table.backward_launch(n, x.element_size())
+    num_blocks = triton_cdiv(m, launch.block_m)
+    programs = table.forced_programs() or launch.programs_per_sm * _sm_count(x.device)
+    programs = max(1, min(programs, num_blocks))  # every program owns at least one block
+    dw_partial = torch.empty((programs, n), dtype=torch.float32, device=x.device) if has_weight else rstd
+    db_partial = torch.empty((programs, n), dtype=torch.float32, device=x.device) if has_bias else rstd
+    norm_bwd_kernel[(programs,)](
+        dy, x, dy if dres is None else dres, dx,
+        x if weight is None else weight, rstd if mean is None else mean, rstd,
+        dw_partial, db_partial,
+        dy.stride(0), x.stride(0), 0 if dres is None else dres.stride(0), dx.stride(0),
+        m, n, programs,
+        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, SINGLE_CHUNK=launch.single_chunk,
+        IS_RMS=is_rms, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, HAS_DRES=dres is not None,
+        num_warps=launch.num_warps,
+    )
+    if has_weight or has_bias:
+        sum_partials_kernel[(triton_cdiv(n, table.REDUCE_BLOCK_N),)](
+            dw_partial, db_partial, dx if dw is None else dw, dx if db is None else db, programs, n,
+            HAS_WEIGHT=has_weight, HAS_BIAS=has_bias,
+            BLOCK_P=table.REDUCE_BLOCK_P, BLOCK_N=table.REDUCE_BLOCK_N,
+            num_warps=table.REDUCE_NUM_WARPS,
+        )
+    return dx, dw, db
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)

@@ -1,0 +1,272 @@
+"""Triton kernels for LayerNorm and RMSNorm, forward and backward, with an optional fused residual add.
+
+One family, switched by compile-time flags rather than copied:
+
+- ``IS_RMS``: RMSNorm (no mean, no bias) instead of LayerNorm.
+- ``HAS_RESIDUAL`` / ``STORE_RESIDUAL``: the pre-norm step ``r' = x + r``,
+  ``y = norm(r')``; ``r'`` is written once and is what the backward reads.
+- ``SINGLE_CHUNK``: a row fits in registers (a ``[BLOCK_M, BLOCK_N]`` block
+  holds ``BLOCK_M`` whole rows); otherwise a row is walked in chunks of
+  ``BLOCK_N`` and its statistics are merged chunk by chunk.
+
+Design trade-offs, in a line each:
+
+- float32 arithmetic inside, the input dtype outside; mean and rstd are saved
+  in float32 so the backward never recomputes a reduction over x.
+- the variance is two-pass (sum of squared deviations from the mean) in the
+  register path, and Chan's pairwise merge of per-chunk (mean, M2) in the
+  chunked path: both stay exact when the mean is large (1e4 + randn), where
+  E[x^2] - E[x]^2 would lose every digit.
+- the backward runs a persistent grid: each program walks row blocks
+  ``pid, pid + G, ...`` and keeps its dweight/dbias partial sums in registers
+  (or, for chunked rows, in its own private row of a float32 buffer), then a
+  second small kernel sums the G partial rows in a fixed order. No atomics:
+  two runs give bitwise-identical gradients.
+
+The math is in :mod:`layernorm.reference`; each step below cites it.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _row_offsets(block, BLOCK_M: tl.constexpr):
+    """Rows of one row block, as int64 so row * stride cannot overflow."""
+    return (block * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+
+
+@triton.jit
+def norm_fwd_kernel(
+    X, R, Y, R_OUT, W, B, MEAN, RSTD,
+    stride_x, stride_r, stride_y, stride_r_out,
+    M, N, eps,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_CHUNK: tl.constexpr,
+    IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, STORE_RESIDUAL: tl.constexpr,
+):
+    """y = norm(x [+ r]) for BLOCK_M rows; saves mean (LayerNorm) and rstd per row."""
+    rows = _row_offsets(tl.program_id(0), BLOCK_M)
+    row_mask = rows < M
+    cols = tl.arange(0, BLOCK_N)
+
+    if SINGLE_CHUNK:
+        mask = row_mask[:, None] & (cols < N)[None, :]
+        x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL:
+            x += tl.load(R + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        if STORE_RESIDUAL:
+            # normalise the value the backward will read back: r' as stored
+            x_stored = x.to(R_OUT.dtype.element_ty)
+            tl.store(R_OUT + rows[:, None] * stride_r_out + cols[None, :], x_stored, mask=mask)
+            x = x_stored.to(tl.float32)
+        if IS_RMS:
+            # rstd = 1 / sqrt(E[x^2] + eps);  x_hat = x * rstd
+            xc = x
+        else:
+            # mean = E[x];  var = E[(x - mean)^2];  x_hat = (x - mean) * rstd
+            mean = tl.sum(x, axis=1) / N
+            xc = tl.where(mask, x - mean[:, None], 0.0)
+            tl.store(MEAN + rows, mean, mask=row_mask)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / N + eps)
+        tl.store(RSTD + rows, rstd, mask=row_mask)
+        y = xc * rstd[:, None]
+        if HAS_WEIGHT:
+            y *= tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+        if HAS_BIAS:
+            y += tl.load(B + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+        tl.store(Y + rows[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    else:
+        # Pass 1: statistics, merging chunk (count, mean, M2) into the running ones (Chan et al.).
+        mean = tl.zeros([BLOCK_M], dtype=tl.float32)
+        m2 = tl.zeros([BLOCK_M], dtype=tl.float32)
+        for start in range(0, N, BLOCK_N):
+            c = start + cols
+            mask = row_mask[:, None] & (c < N)[None, :]
+            x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            if HAS_RESIDUAL:
+                x += tl.load(R + rows[:, None] * stride_r + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            if STORE_RESIDUAL:
+                x_stored = x.to(R_OUT.dtype.element_ty)
+                tl.store(R_OUT + rows[:, None] * stride_r_out + c[None, :], x_stored, mask=mask)
+                x = x_stored.to(tl.float32)
+            if IS_RMS:
+                m2 += tl.sum(x * x, axis=1)
+            else:
+                n_a = start * 1.0  # elements merged so far
+                n_b = tl.sum((c < N).to(tl.float32), axis=0)  # elements in this chunk
+                mean_b = tl.sum(x, axis=1) / n_b
+                xc = tl.where(mask, x - mean_b[:, None], 0.0)
+                m2_b = tl.sum(xc * xc, axis=1)
+                delta = mean_b - mean
+                n_ab = n_a + n_b
+                mean += delta * (n_b / n_ab)
+                m2 += m2_b + delta * delta * (n_a * n_b / n_ab)
+        rstd = 1.0 / tl.sqrt(m2 / N + eps)
+        tl.store(RSTD + rows, rstd, mask=row_mask)
+        if not IS_RMS:
+            tl.store(MEAN + rows, mean, mask=row_mask)
+        # Pass 2: normalise and write; the row comes back from L2 (or from r' just written).
+        for start in range(0, N, BLOCK_N):
+            c = start + cols
+            col_mask = c < N
+            mask = row_mask[:, None] & col_mask[None, :]
+            if STORE_RESIDUAL:
+                x = tl.load(R_OUT + rows[:, None] * stride_r_out + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            else:
+                x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                if HAS_RESIDUAL:
+                    x += tl.load(R + rows[:, None] * stride_r + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            if IS_RMS:
+                y = x * rstd[:, None]
+            else:
+                y = (x - mean[:, None]) * rstd[:, None]
+            if HAS_WEIGHT:
+                y *= tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+            if HAS_BIAS:
+                y += tl.load(B + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+            tl.store(Y + rows[:, None] * stride_y + c[None, :], y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def norm_bwd_kernel(
+    DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL,
+    stride_dy, stride_x, stride_dres, stride_dx,
+    M, N, num_programs,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_CHUNK: tl.constexpr,
+    IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_DRES: tl.constexpr,
+):
+    """dx for the row blocks pid, pid + G, ...; one partial row of dweight / dbias per program.
+
+    With x_hat and g = weight * dy (reference.layer_norm_backward):
+      LayerNorm: dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat))
+      RMSNorm:   dx = rstd * (g - x_hat * mean(g * x_hat))
+      dweight = sum over rows of dy * x_hat;  dbias = sum over rows of dy.
+    ``X`` is the normalised input (r' for the fused add); ``DRES`` the
+    gradient reaching r' directly, added to dx.
+    """
+    pid = tl.program_id(0)
+    num_blocks = tl.cdiv(M, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    partial_row = pid.to(tl.int64) * N
+
+    if SINGLE_CHUNK:
+        col_mask = cols < N
+        if HAS_WEIGHT:
+            w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+        dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        db_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for block in range(pid, num_blocks, num_programs):
+            rows = _row_offsets(block, BLOCK_M)
+            row_mask = rows < M
+            mask = row_mask[:, None] & col_mask[None, :]
+            x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+            if IS_RMS:
+                x_hat = x * rstd[:, None]
+            else:
+                mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+                x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+            if HAS_WEIGHT:
+                g = dy * w[None, :]
+            else:
+                g = dy
+            c1 = tl.sum(g * x_hat, axis=1) / N
+            if IS_RMS:
+                dx = (g - x_hat * c1[:, None]) * rstd[:, None]
+            else:
+                c2 = tl.sum(g, axis=1) / N
+                dx = (g - x_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
+            if HAS_DRES:
+                dx += tl.load(DRES + rows[:, None] * stride_dres + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            tl.store(DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+            if HAS_WEIGHT:
+                dw_acc += dy * x_hat
+            if HAS_BIAS:
+                db_acc += dy
+        if HAS_WEIGHT:
+            tl.store(DW_PARTIAL + partial_row + cols, tl.sum(dw_acc, axis=0), mask=col_mask)
+        if HAS_BIAS:
+            tl.store(DB_PARTIAL + partial_row + cols, tl.sum(db_acc, axis=0), mask=col_mask)
+    else:
+        for block in range(pid, num_blocks, num_programs):
+            rows = _row_offsets(block, BLOCK_M)
+            row_mask = rows < M
+            rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+            if IS_RMS:
+                mean = tl.zeros([BLOCK_M], dtype=tl.float32)
+            else:
+                mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+            # Pass 1: the two row sums that dx needs.
+            sum_gx = tl.zeros([BLOCK_M], dtype=tl.float32)
+            sum_g = tl.zeros([BLOCK_M], dtype=tl.float32)
+            for start in range(0, N, BLOCK_N):
+                c = start + cols
+                col_mask = c < N
+                mask = row_mask[:, None] & col_mask[None, :]
+                x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + rows[:, None] * stride_dy + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+                if HAS_WEIGHT:
+                    g = dy * tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+                else:
+                    g = dy
+                sum_gx += tl.sum(g * x_hat, axis=1)
+                sum_g += tl.sum(g, axis=1)
+            c1 = sum_gx / N
+            c2 = sum_g / N
+            # Pass 2: dx, and this program's private partial rows of dweight / dbias
+            # (read-modify-write; the program's first block, block == pid, writes them fresh).
+            for start in range(0, N, BLOCK_N):
+                c = start + cols
+                col_mask = c < N
+                mask = row_mask[:, None] & col_mask[None, :]
+                x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + rows[:, None] * stride_dy + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+                if HAS_WEIGHT:
+                    g = dy * tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+                else:
+                    g = dy
+                if IS_RMS:
+                    dx = (g - x_hat * c1[:, None]) * rstd[:, None]
+                else:
+                    dx = (g - x_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
+                if HAS_DRES:
+                    dx += tl.load(DRES + rows[:, None] * stride_dres + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                tl.store(DX + rows[:, None] * stride_dx + c[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+                keep = col_mask & ((c * 0 + block) != pid)  # a tensor compare: the interpreter's block is an int
+                if HAS_WEIGHT:
+                    dw = tl.load(DW_PARTIAL + partial_row + c, mask=keep, other=0.0)
+                    tl.store(DW_PARTIAL + partial_row + c, dw + tl.sum(dy * x_hat, axis=0), mask=col_mask)
+                if HAS_BIAS:
+                    db = tl.load(DB_PARTIAL + partial_row + c, mask=keep, other=0.0)
+                    tl.store(DB_PARTIAL + partial_row + c, db + tl.sum(dy, axis=0), mask=col_mask)
+
+
+@triton.jit
+def sum_partials_kernel(
+    DW_PARTIAL, DB_PARTIAL, DW, DB, num_partials, N,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """dweight[n] = sum over programs p of DW_PARTIAL[p, n], in a fixed order (likewise dbias)."""
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_mask = cols < N
+    parts = tl.arange(0, BLOCK_P)
+    dw = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    db = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    for start in range(0, num_partials, BLOCK_P):
+        p = start + parts
+        mask = (p < num_partials)[:, None] & col_mask[None, :]
+        offsets = p.to(tl.int64)[:, None] * N + cols[None, :]
+        if HAS_WEIGHT:
+            dw += tl.load(DW_PARTIAL + offsets, mask=mask, other=0.0)
+        if HAS_BIAS:
+            db += tl.load(DB_PARTIAL + offsets, mask=mask, other=0.0)
+    if HAS_WEIGHT:
+        tl.store(DW + cols, tl.sum(dw, axis=0).to(DW.dtype.element_ty), mask=col_mask)
+    if HAS_BIAS:
+        tl.store(DB + cols, tl.sum(db, axis=0).to(DB.dtype.element_ty), mask=col_mask)

@@ -1,0 +1,120 @@
+"""Launch parameters of the norm kernels, chosen by N from a table.
+
+No autotuning on the hot path: a lookup by the row's width N (rounded up to a
+power of two, ``block_n``) and the input's element size gives the block shape
+and the warps. ``scripts/sweep_launch.py`` measures the candidates on a GPU
+and rewrites the literals between the ``BEGIN TABLE`` / ``END TABLE`` marks.
+
+Reading the table:
+
+- ``FORWARD[element_bytes][block_n] = (rows_per_program, num_warps)``: a row
+  of width up to ``block_n`` is held in registers, ``rows_per_program`` rows
+  per program. Wider rows than the largest key take the chunked path,
+  ``FORWARD_CHUNKED[element_bytes] = (chunk, rows_per_program, num_warps)``.
+- ``BACKWARD[element_bytes][block_n] = (rows_per_program, num_warps,
+  programs_per_sm)``: the persistent grid has ``programs_per_sm`` programs per
+  multiprocessor (fewer when there are fewer row blocks);
+  ``BACKWARD_CHUNKED`` likewise with the chunk first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+# BEGIN TABLE
+SOURCE = "provisional: reasoned defaults (bytes in flight per program, registers per thread), not yet swept on a GPU"
+FORWARD = {
+    2: {1: (128, 4), 2: (128, 4), 4: (128, 4), 8: (128, 4), 16: (128, 4), 32: (128, 4), 64: (64, 4),
+        128: (32, 4), 256: (16, 4), 512: (8, 4), 1024: (4, 8), 2048: (4, 8), 4096: (2, 8),
+        8192: (1, 8), 16384: (1, 16)},
+    4: {1: (128, 4), 2: (128, 4), 4: (128, 4), 8: (128, 4), 16: (128, 4), 32: (128, 4), 64: (64, 4),
+        128: (32, 4), 256: (16, 4), 512: (8, 4), 1024: (4, 8), 2048: (2, 8), 4096: (1, 8),
+        8192: (1, 16), 16384: (1, 16)},
+}
+FORWARD_CHUNKED = {2: (8192, 1, 16), 4: (4096, 1, 16)}
+BACKWARD = {
+    2: {1: (64, 4, 2), 2: (64, 4, 2), 4: (64, 4, 2), 8: (64, 4, 2), 16: (64, 4, 2), 32: (32, 4, 2),
+        64: (16, 4, 2), 128: (16, 4, 2), 256: (8, 4, 2), 512: (4, 4, 2), 1024: (4, 8, 2),
+        2048: (2, 8, 2), 4096: (1, 8, 2), 8192: (1, 16, 1)},
+    4: {1: (64, 4, 2), 2: (64, 4, 2), 4: (64, 4, 2), 8: (64, 4, 2), 16: (64, 4, 2), 32: (32, 4, 2),
+        64: (16, 4, 2), 128: (16, 4, 2), 256: (8, 4, 2), 512: (4, 4, 2), 1024: (2, 8, 2),
+        2048: (1, 8, 2), 4096: (1, 8, 2), 8192: (1, 16, 1)},
+}
+BACKWARD_CHUNKED = {2: (4096, 1, 16, 1), 4: (2048, 1, 16, 1)}
+# END TABLE
+
+# The dweight/dbias reduction: partial rows summed BLOCK_P at a time over BLOCK_N columns.
+REDUCE_BLOCK_P = 32
+REDUCE_BLOCK_N = 128
+REDUCE_NUM_WARPS = 4
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch's shape: ``block_m`` rows of ``block_n`` columns per step."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    single_chunk: bool
+    programs_per_sm: int = 1
+
+
+def next_power_of_2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+# Tests force the chunked path on small rows, or a grid size, through `forced`.
+_forced: dict = {}
+
+
+@contextlib.contextmanager
+def forced(*, max_single_block_n: Optional[int] = None, chunk: Optional[int] = None,
+           rows_per_program: Optional[int] = None, programs: Optional[int] = None) -> Iterator[None]:
+    """Override the table inside a ``with`` block (for tests and the sweep)."""
+    saved = dict(_forced)
+    _forced.update({k: v for k, v in dict(max_single_block_n=max_single_block_n, chunk=chunk,
+                                          rows_per_program=rows_per_program, programs=programs).items()
+                    if v is not None})
+    try:
+        yield
+    finally:
+        _forced.clear()
+        _forced.update(saved)
+
+
+def forced_programs() -> Optional[int]:
+    return _forced.get("programs")
+
+
+def _element_key(element_bytes: int) -> int:
+    return 2 if element_bytes <= 2 else 4
+
+
+def _lookup(single: dict, chunked: tuple, n: int, element_bytes: int, backward: bool) -> Launch:
+    rows = single[_element_key(element_bytes)]
+    block_n = next_power_of_2(n)
+    max_single = min(max(rows), _forced.get("max_single_block_n", max(rows)))
+    if block_n <= max_single:
+        params = rows[block_n]
+        launch = Launch(params[0], block_n, params[1], True, params[2] if backward else 1)
+    else:
+        params = chunked[_element_key(element_bytes)]
+        chunk = _forced.get("chunk", params[0])
+        launch = Launch(params[1], chunk, params[2], False, params[3] if backward else 1)
+    if "rows_per_program" in _forced:
+        launch = Launch(_forced["rows_per_program"], launch.block_n, launch.num_warps,
+                        launch.single_chunk, launch.programs_per_sm)
+    return launch
+
+
+def forward_launch(n: int, element_bytes: int) -> Launch:
+    """Launch shape of the forward for rows of width ``n``."""
+    return _lookup(FORWARD, FORWARD_CHUNKED, n, element_bytes, backward=False)
+
+
+def backward_launch(n: int, element_bytes: int) -> Launch:
+    """Launch shape of the backward for rows of width ``n``."""
+    return _lookup(BACKWARD, BACKWARD_CHUNKED, n, element_bytes, backward=True)

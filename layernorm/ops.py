@@ -1,0 +1,310 @@
+"""The Triton kernels as PyTorch operators: ``torch.library`` registration and autograd.
+
+Two operators cover LayerNorm, RMSNorm and the fused residual add:
+
+- ``layernorm::norm_fwd(x, residual?, weight?, bias?, ...) -> (y, r', mean, rstd)``
+- ``layernorm::norm_bwd(dy, x_or_r', dr'?, mean, rstd, weight?, bias?, ...) -> (dx, dweight, dbias)``
+
+Each has a fake implementation (shapes and dtypes only) and the forward has
+its autograd formula, so ``torch.compile(fullgraph=True)`` keeps them in the
+graph as opaque calls, and CUDA graphs capture them (no host sync, no
+allocation outside PyTorch's allocator). Outputs a call does not produce
+(r' without a residual add, mean for RMSNorm, dweight without a weight) are
+returned as empty tensors, since an operator cannot return ``None``.
+
+In eager mode the same launches run through a plain ``torch.autograd.Function``
+instead: it skips the dispatcher round trip of a Python custom operator, which
+at M = 8 rows is a sizeable part of the whole call.
+
+Shapes: ``x`` is ``(*, *normalized_shape)``; the kernels see it as ``M`` rows
+of ``N = prod(normalized_shape)``. Strided rows with a contiguous last dim are
+read in place; only a layout with no such 2-D view is copied.
+
+Importing this module needs neither Triton nor a GPU; the kernels are imported
+at the first launch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "triton_supported",
+    "triton_layer_norm",
+    "triton_rms_norm",
+    "triton_add_layer_norm",
+    "triton_add_rms_norm",
+]
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def triton_supported(x: Tensor) -> bool:
+    """Whether the kernels take ``x``: Triton is installed, the dtype is half, bfloat16 or
+    float32, and ``x`` is on a CUDA device (or on the CPU under ``TRITON_INTERPRET=1``)."""
+    if not HAS_TRITON or x.dtype not in SUPPORTED_DTYPES:
+        return False
+    return x.is_cuda or (x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+
+
+# ---------------------------------------------------------------------------
+# Row views and the launches, shared by the operators and the eager path.
+
+
+def _rows(t: Tensor, m: int, n: int) -> Tensor:
+    """``t`` as ``(m, n)`` rows with a contiguous last dim; copies only when no such view exists."""
+    try:
+        rows = t.view(m, n)
+    except RuntimeError:
+        rows = t.reshape(m, n)
+    if n > 1 and rows.stride(1) != 1:
+        rows = rows.contiguous()
+    return rows
+
+
+def _num_rows(x: Tensor, normalized_ndim: int) -> int:
+    return math.prod(x.shape[: x.dim() - normalized_ndim])
+
+
+def _forward(
+    x: Tensor,
+    residual: Optional[Tensor],
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    normalized_ndim: int,
+    eps: float,
+    is_rms: bool,
+    store_residual: bool,
+    residual_in_fp32: bool,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    from .kernels.launch import norm_forward
+
+    m = _num_rows(x, normalized_ndim)
+    n = x.numel() // m if m else math.prod(x.shape[x.dim() - normalized_ndim:])
+    r_dtype = None
+    if store_residual:
+        r_dtype = torch.float32 if residual_in_fp32 else x.dtype
+    y, r_out, mean, rstd = norm_forward(
+        _rows(x, m, n),
+        None if residual is None else _rows(residual, m, n),
+        None if weight is None else weight.reshape(n),
+        None if bias is None else bias.reshape(n),
+        eps, is_rms, r_dtype,
+    )
+    empty = x.new_empty((0,), dtype=torch.float32)
+    return (
+        y.view(x.shape),
+        empty if r_out is None else r_out.view(x.shape),
+        empty if mean is None else mean,
+        rstd,
+    )
+
+
+def _backward(
+    dy: Tensor,
+    x: Tensor,
+    dres: Optional[Tensor],
+    mean: Tensor,
+    rstd: Tensor,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    normalized_ndim: int,
+    is_rms: bool,
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    from .kernels.launch import norm_backward
+
+    m = _num_rows(x, normalized_ndim)
+    n = x.numel() // m if m else math.prod(x.shape[x.dim() - normalized_ndim:])
+    dx, dw, db = norm_backward(
+        _rows(dy, m, n),
+        _rows(x, m, n),
+        None if dres is None else _rows(dres, m, n),
+        None if is_rms else mean,
+        rstd,
+        None if weight is None else weight.reshape(n),
+        None if bias is None else bias.dtype,
+        is_rms,
+    )
+    return (
+        dx.view(x.shape),
+        None if dw is None else dw.view(weight.shape),
+        None if db is None else db.view(bias.shape),
+    )
+
+
+# ---------------------------------------------------------------------------
+# torch.library operators (what torch.compile sees).
+
+
+@torch.library.custom_op("layernorm::norm_fwd", mutates_args=())
+def norm_fwd(
+    x: Tensor,
+    residual: Optional[Tensor],
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    normalized_ndim: int,
+    eps: float,
+    is_rms: bool,
+    store_residual: bool,
+    residual_in_fp32: bool,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(y, r' or empty, mean or empty, rstd) of ``norm(x [+ residual])``."""
+    return _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32)
+
+
+@norm_fwd.register_fake
+def _norm_fwd_fake(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32):
+    m = 1
+    for size in x.shape[: x.dim() - normalized_ndim]:
+        m = m * size
+    r_dtype = torch.float32 if residual_in_fp32 else x.dtype
+    return (
+        x.new_empty(x.shape),
+        x.new_empty(x.shape, dtype=r_dtype) if store_residual else x.new_empty((0,), dtype=torch.float32),
+        x.new_empty((0,), dtype=torch.float32) if is_rms else x.new_empty((m,), dtype=torch.float32),
+        x.new_empty((m,), dtype=torch.float32),
+    )
+
+
+@torch.library.custom_op("layernorm::norm_bwd", mutates_args=())
+def norm_bwd(
+    dy: Tensor,
+    x: Tensor,
+    dres: Optional[Tensor],
+    mean: Tensor,
+    rstd: Tensor,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    normalized_ndim: int,
+    is_rms: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(dx, dweight or empty, dbias or empty); ``bias`` only says whether and in which dtype."""
+    dx, dw, db = _backward(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms)
+    empty = x.new_empty((0,), dtype=torch.float32)
+    return dx, empty if dw is None else dw, empty if db is None else db
+
+
+@norm_bwd.register_fake
+def _norm_bwd_fake(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms):
+    empty = x.new_empty((0,), dtype=torch.float32)
+    return (
+        x.new_empty(x.shape),
+        empty if weight is None else weight.new_empty(weight.shape),
+        x.new_empty((0,), dtype=torch.float32) if bias is None else bias.new_empty(bias.shape),
+    )
+
+
+def _input_grads(ctx, dy, dr_out, saved):
+    """Gradients of (x, residual, weight, bias) from those of (y, r'); shared by both paths."""
+    x_or_r, mean, rstd, weight, bias = saved
+    if dy is None:
+        dy = torch.zeros_like(x_or_r, dtype=ctx.y_dtype)
+    dres = dr_out if ctx.store_residual else None
+    if ctx.compiling:
+        dx, dw, db = torch.ops.layernorm.norm_bwd(
+            dy, x_or_r, dres, mean, rstd, weight, bias, ctx.normalized_ndim, ctx.is_rms
+        )
+    else:
+        dx, dw, db = _backward(dy, x_or_r, dres, mean, rstd, weight, bias, ctx.normalized_ndim, ctx.is_rms)
+    grad_x = dx.to(ctx.x_dtype)
+    grad_residual = None if ctx.residual_dtype is None else dx.to(ctx.residual_dtype)
+    return grad_x, grad_residual, (dw if weight is not None else None), (db if bias is not None else None)
+
+
+def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, output):
+    _, r_out, mean, rstd = output
+    ctx.save_for_backward(r_out if store_residual else x, mean, rstd, weight, bias)
+    ctx.normalized_ndim = normalized_ndim
+    ctx.is_rms = is_rms
+    ctx.store_residual = store_residual
+    ctx.x_dtype = x.dtype
+    ctx.y_dtype = x.dtype
+    ctx.residual_dtype = None if residual is None else residual.dtype
+
+
+def _setup_context(ctx, inputs, output):
+    x, residual, weight, bias, normalized_ndim, _eps, is_rms, store_residual, _fp32 = inputs
+    _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, output)
+    ctx.compiling = True
+
+
+def _norm_fwd_backward(ctx, dy, dr_out, _dmean, _drstd):
+    return (*_input_grads(ctx, dy, dr_out, ctx.saved_tensors), None, None, None, None, None)
+
+
+norm_fwd.register_autograd(_norm_fwd_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------
+# Eager path: the same launches behind a plain autograd.Function.
+
+
+class _EagerNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32):
+        output = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32)
+        _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, output)
+        ctx.compiling = False
+        ctx.mark_non_differentiable(output[2], output[3])
+        return output
+
+    @staticmethod
+    def backward(ctx, dy, dr_out, _dmean, _drstd):
+        return (*_input_grads(ctx, dy, dr_out, ctx.saved_tensors), None, None, None, None, None)
+
+
+def _norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32):
+    args = (x, residual, weight, bias, len(normalized_shape), float(eps), is_rms, store_residual, residual_in_fp32)
+    if torch.compiler.is_compiling():
+        return norm_fwd(*args)
+    return _EagerNorm.apply(*args)
+
+
+# ---------------------------------------------------------------------------
+# What layernorm.functional calls (inputs already validated there).
+
+
+def triton_layer_norm(
+    x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], bias: Optional[Tensor], eps: float
+) -> Tensor:
+    """LayerNorm of ``x`` over ``normalized_shape`` on the Triton kernels."""
+    return _norm(x, None, normalized_shape, weight, bias, eps, False, False, False)[0]
+
+
+def triton_rms_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], eps: float) -> Tensor:
+    """RMSNorm of ``x`` over ``normalized_shape`` on the Triton kernels."""
+    return _norm(x, None, normalized_shape, weight, None, eps, True, False, False)[0]
+
+
+def triton_add_layer_norm(
+    x: Tensor,
+    residual: Optional[Tensor],
+    normalized_shape: Sequence[int],
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    eps: float,
+    residual_in_fp32: bool = False,
+) -> Tuple[Tensor, Tensor]:
+    """(LayerNorm(x + residual), x + residual) in one pass; r' in float32 when ``residual_in_fp32``."""
+    out = _norm(x, residual, normalized_shape, weight, bias, eps, False, True, residual_in_fp32)
+    return out[0], out[1]
+
+
+def triton_add_rms_norm(
+    x: Tensor,
+    residual: Optional[Tensor],
+    normalized_shape: Sequence[int],
+    weight: Optional[Tensor],
+    eps: float,
+    residual_in_fp32: bool = False,
+) -> Tuple[Tensor, Tensor]:
+    """(RMSNorm(x + residual), x + residual) in one pass; r' in float32 when ``residual_in_fp32``."""
+    out = _norm(x, residual, normalized_shape, weight, None, eps, True, True, residual_in_fp32)
+    return out[0], out[1]
