@@ -1,0 +1,273 @@
+"""Sphinx directive ``annotated-source``: a Python file as an annotated page.
+
+The explanation sits beside the code it explains, in two columns, section by
+section, in the manner of Docco and labml.ai's annotated implementations. The
+page is generated from the file on every build, so it can never drift from
+the code::
+
+    .. annotated-source:: ../../layernorm/reference.py
+       :part: explanation
+
+    .. annotated-source:: ../../layernorm/reference.py
+       :part: code
+
+How the file is split:
+
+* ``:part: explanation`` -- the module docstring (reStructuredText). Its
+  headings (a line underlined with ``=``) become sections of the page; the
+  text before the first heading is the introduction.
+* ``:part: code`` -- the code after the module docstring. Every top-level
+  ``def`` and ``class`` is a section, titled with its name. Its docstring
+  (reStructuredText) goes on the left and its code, without the docstring, on
+  the right. A comment on lines of its own starts a new row: the comment
+  (plain text) on the left, the code that follows it on the right. Comments at
+  the end of a line of code stay in the code. What comes before the first
+  ``def`` (imports, constants) is one row of its own.
+
+Everything on the left is parsed as part of the page, so ``:math:`` and
+``.. math::`` render through Sphinx's math support and the paragraphs are
+translatable messages of this page for gettext (their msgids are the
+docstring paragraphs; display math is left out of the catalogs, as LaTeX
+reads the same in every language). Code is highlighted by Pygments and never
+translated.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import io
+import re
+import tokenize
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+from docutils.statemachine import StringList
+from sphinx.util.docutils import SphinxDirective
+
+__all__ = ["AnnotatedSource", "setup", "split_source"]
+
+# A line of text followed by a line of '=' at least as long: a section heading.
+_UNDERLINE = re.compile(r"^=+\s*$")
+
+Lines = List[Tuple[str, int]]  # (text, line number in the file)
+
+
+@dataclass
+class Row:
+    """One row of the page: explanation on the left, code on the right."""
+
+    rst: Lines = field(default_factory=list)  # reStructuredText (docstrings)
+    comment: Lines = field(default_factory=list)  # plain text (# comments)
+    code: Lines = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    """A titled part of the page, made of rows."""
+
+    title: Optional[str]
+    title_line: int
+    is_code_name: bool  # title is a Python name, shown as code and not translated
+    rows: List[Row] = field(default_factory=list)
+
+
+def _docstring_lines(expr: ast.Expr) -> Lines:
+    """A docstring's cleaned lines, each with its line number in the file."""
+    raw = expr.value.value  # type: ignore[attr-defined]
+    skipped = 0  # lines before the first one with text: cleandoc drops them
+    for line in raw.split("\n"):
+        if line.strip():
+            break
+        skipped += 1
+    cleaned = inspect.cleandoc(raw).split("\n")
+    first = expr.lineno + skipped
+    return [(text, first + i) for i, text in enumerate(cleaned)]
+
+
+def _split_module_docstring(lines: Lines) -> List[Section]:
+    """The introduction, then one section per '=' heading."""
+    sections = [Section(None, lines[0][1] if lines else 1, False, [Row()])]
+    i = 0
+    while i < len(lines):
+        text, number = lines[i]
+        next_text = lines[i + 1][0] if i + 1 < len(lines) else ""
+        if text.strip() and _UNDERLINE.match(next_text) and len(next_text.strip()) >= len(text.strip()):
+            sections.append(Section(text.strip(), number, False, [Row()]))
+            i += 2
+            continue
+        sections[-1].rows[0].rst.append((text, number))
+        i += 1
+    if not any(t.strip() for t, _ in sections[0].rows[0].rst):
+        sections.pop(0)
+    return sections
+
+
+def _full_line_comments(source: str) -> set:
+    """Line numbers holding nothing but a comment (found by the tokenizer, so a
+    '#' inside a string is not taken for one)."""
+    found = set()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT and token.line.strip().startswith("#"):
+            found.add(token.start[0])
+    return found
+
+
+def split_source(source: str) -> Tuple[List[Section], List[Section]]:
+    """Split a Python file into (explanation sections, code sections)."""
+    tree = ast.parse(source)
+    lines = source.split("\n")
+    body = list(tree.body)
+
+    explanation: List[Section] = []
+    code_start = 1
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        explanation = _split_module_docstring(_docstring_lines(body[0]))
+        code_start = body[0].end_lineno + 1
+        body = body[1:]
+
+    # Top-level definitions: where each starts (decorators included) and its docstring.
+    starts = {}
+    docstrings = {}  # first line of a docstring -> (last line, its lines)
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            starts[first] = node.name
+            doc = node.body[0] if node.body else None
+            if isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str):
+                docstrings[doc.lineno] = (doc.end_lineno, _docstring_lines(doc))
+
+    comments = _full_line_comments(source)
+    sections: List[Section] = [Section(None, code_start, True, [Row()])]
+    number = code_start
+    while number <= len(lines):
+        text = lines[number - 1]
+        if number in starts:
+            pending = sections[-1].rows[-1]
+            section = Section(starts[number], number, True, [Row()])
+            if not pending.code and (pending.comment or pending.rst):
+                # A comment just above a definition introduces it.
+                sections[-1].rows.pop()
+                section.rows[0] = pending
+            sections.append(section)
+        if number in docstrings:
+            last, doc_lines = docstrings[number]
+            sections[-1].rows[-1].rst.extend(doc_lines)
+            number = last + 1
+            continue
+        if number in comments:
+            row = sections[-1].rows[-1]
+            if row.code or row.rst:
+                row = Row()
+                sections[-1].rows.append(row)
+            row.comment.append((text.strip()[1:].strip(), number))
+        else:
+            sections[-1].rows[-1].code.append((text, number))
+        number += 1
+
+    for section in sections:
+        for row in section.rows:
+            while row.code and not row.code[-1][0].strip():
+                row.code.pop()
+            while row.code and not row.code[0][0].strip():
+                row.code.pop(0)
+        section.rows = [r for r in section.rows if r.code or r.rst or r.comment]
+    sections = [s for s in sections if s.rows]
+    return explanation, sections
+
+
+class AnnotatedSource(SphinxDirective):
+    """``.. annotated-source:: PATH`` with ``:part: explanation|code|all``."""
+
+    required_arguments = 1
+    has_content = False
+    option_spec = {
+        "part": lambda arg: directives.choice(arg, ("explanation", "code", "all")),
+    }
+
+    def run(self) -> List[nodes.Node]:
+        relative, path_str = self.env.relfn2path(self.arguments[0], self.env.docname)
+        path = Path(path_str)
+        if not path.is_file():
+            raise self.error(f"annotated-source: no such file: {path}")
+        self.env.note_dependency(relative)
+        source = path.read_text(encoding="utf-8")
+        try:
+            explanation, code = split_source(source)
+        except SyntaxError as error:
+            raise self.error(f"annotated-source: cannot parse {path}: {error}")
+
+        part = self.options.get("part", "all")
+        self._path = path
+        result: List[nodes.Node] = []
+        if part in ("explanation", "all"):
+            for section in explanation:
+                result.extend(self._section(section, prefix="explain"))
+        if part in ("code", "all"):
+            for section in code:
+                result.extend(self._section(section, prefix="code"))
+        return result
+
+    def _section(self, section: Section, prefix: str) -> List[nodes.Node]:
+        rows = [self._row(row) for row in section.rows]
+        if section.title is None:
+            return rows
+        node = nodes.section()
+        if section.is_code_name:
+            # Not a message for translators: a Python name reads the same in every language.
+            title = nodes.title("", "", nodes.literal(section.title, section.title))
+            title["translatable"] = False
+            node["ids"].append(nodes.make_id(f"{prefix}-{section.title}"))
+        else:
+            title = nodes.title(section.title, section.title)
+            title.source, title.line = str(self._path), section.title_line
+            node["names"].append(nodes.fully_normalize_name(section.title))
+            self.state.document.note_implicit_target(node, node)
+        node += title
+        node.extend(rows)
+        return [node]
+
+    def _row(self, row: Row) -> nodes.Node:
+        chunk = nodes.container(classes=["annotated-row"])
+        left = nodes.container(classes=["annotated-doc"])
+        right = nodes.container(classes=["annotated-code"])
+        if row.rst:
+            self._parse_rst(row.rst, left)
+        if row.comment:
+            text = " ".join(t for t, _ in row.comment if t)
+            para = nodes.paragraph(text, text, classes=["annotated-comment"])
+            para.source, para.line = str(self._path), row.comment[0][1]
+            left += para
+        if row.code:
+            code = "\n".join(t for t, _ in row.code)
+            where = nodes.container(classes=["annotated-where"])
+            where += nodes.inline("", f"{self._path.name}:{row.code[0][1]}")
+            right += where
+            block = nodes.literal_block(code, code, language="python")
+            block["highlight_args"] = {}
+            right += block
+        else:
+            right["classes"].append("annotated-empty")
+        chunk += left
+        chunk += right
+        return chunk
+
+    def _parse_rst(self, lines: Lines, parent: nodes.Element) -> None:
+        content = StringList()
+        for text, number in lines:
+            # items are (source, offset): errors point at the line of the file.
+            content.append(text, str(self._path), number - 1)
+        self.state.nested_parse(content, 0, parent)
+        # LaTeX is the same in every language: keep it out of the catalogs.
+        for block in parent.findall(nodes.math_block):
+            block["translatable"] = False
+
+
+def setup(app):
+    app.add_directive("annotated-source", AnnotatedSource)
+    app.add_css_file("annotated.css")
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

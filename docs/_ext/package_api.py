@@ -1,0 +1,93 @@
+"""Sphinx directive ``package-api``: an autodoc section for every module of a
+package, found when the docs are built, so a module added later is documented
+without anyone editing the docs::
+
+    .. package-api:: layernorm
+       :first: layernorm.functional layernorm.modules
+       :exclude: layernorm.__main__
+
+``:first:`` lists the modules to put at the top, in that order; the others
+follow in alphabetical order. ``:exclude:`` lists modules to leave out (a
+``__main__`` would run when imported).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import List
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.util.docutils import SphinxDirective
+from sphinx.util.nodes import nested_parse_with_titles
+
+__all__ = ["PackageAPI", "find_modules", "setup"]
+
+
+def find_modules(package: str, exclude=()) -> List[str]:
+    """The package and all its submodules, by name, without importing them."""
+    root = importlib.import_module(package)
+    names = [package]
+    if hasattr(root, "__path__"):
+        # walk_packages imports subpackages to look inside them; the modules
+        # themselves are imported later by autodoc, which reports any failure.
+        for info in pkgutil.walk_packages(root.__path__, package + "."):
+            names.append(info.name)
+    excluded = set(exclude)
+    return [n for n in names if n not in excluded and n.rsplit(".", 1)[-1] != "__main__"]
+
+
+def _names_of_submodules(name: str, modules: List[str]) -> List[str]:
+    """Public names of a package that are also the names of its submodules.
+
+    ``layernorm.patch`` is both a function (re-exported by the package) and a
+    module; documenting both under one name is a duplicate. The function is
+    documented in its module (``layernorm.patch.patch``).
+    """
+    module = importlib.import_module(name)
+    if not hasattr(module, "__path__"):
+        return []
+    return [n for n in getattr(module, "__all__", []) if f"{name}.{n}" in modules]
+
+
+class PackageAPI(SphinxDirective):
+    required_arguments = 1
+    option_spec = {
+        "first": lambda arg: (arg or "").split(),
+        "exclude": lambda arg: (arg or "").split(),
+        "underline": lambda arg: (arg or "-").strip()[:1],
+    }
+
+    def run(self) -> List[nodes.Node]:
+        package = self.arguments[0]
+        modules = find_modules(package, self.options.get("exclude", ()))
+        first = [m for m in self.options.get("first", []) if m in modules]
+        ordered = first + sorted(m for m in modules if m not in first)
+        underline = self.options.get("underline", "-")
+
+        lines = []
+        for name in ordered:
+            title = f"``{name}``"
+            lines += [title, underline * len(title), "",
+                      f".. automodule:: {name}",
+                      "   :members:",
+                      "   :show-inheritance:"]
+            clashes = _names_of_submodules(name, modules)
+            if clashes:
+                lines.append("   :exclude-members: " + ", ".join(clashes))
+            lines.append("")
+        content = StringList()
+        source, line = self.get_source_info()
+        for offset, text in enumerate(lines):
+            content.append(text, f"{source}:package-api", offset)
+        holder = nodes.section()
+        holder.document = self.state.document
+        nested_parse_with_titles(self.state, content, holder)
+        return holder.children
+
+
+def setup(app):
+    app.setup_extension("sphinx.ext.autodoc")
+    app.add_directive("package-api", PackageAPI)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

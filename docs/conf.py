@@ -1,0 +1,98 @@
+"""Sphinx configuration of the layernorm docs.
+
+Build everything (English and the translations) with ``scripts/build_docs.sh``;
+docs/README.md says how it works.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(DOCS / "_ext"))
+sys.path.insert(0, str(ROOT))  # document the checkout, not some installed copy
+
+project = "layernorm"
+author = "the layernorm authors"
+copyright = "2026, the layernorm authors"
+
+import layernorm  # noqa: E402
+
+release = layernorm.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "myst_parser",
+    "annotated_source",
+    "optional_toctree",
+    "package_api",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "README.md", "locale", "kernels-notes.md", "**/.ipynb_checkpoints"]
+templates_path = ["_templates"]
+html_static_path = ["_static"]
+
+# --- Translations: gettext catalogs under docs/locale/<lang>/LC_MESSAGES/ ---
+# ``sphinx-build -D language=ja`` picks the catalogs; Sphinx compiles each .po to
+# a .mo next to it at build time (gettext_auto_build), ignored by git.
+language = "en"
+locale_dirs = ["locale/"]
+gettext_compact = False  # one catalog per page: annotated/reference.po, index.po
+gettext_uuid = False
+gettext_location = False  # msgids are what matters; line numbers only churn the diff
+
+# --- autodoc ---
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+# The kernels need Triton at import time; a docs build on a machine without it
+# still documents them (the decorators of a mocked module pass functions through).
+autodoc_mock_imports = [] if importlib.util.find_spec("triton") else ["triton"]
+
+# --- MyST (benchmarks.md, experiments.md) ---
+myst_enable_extensions = ["dollarmath", "colon_fence"]
+myst_heading_anchors = 3
+# Pages written by others may start at ##, or link to files outside docs/.
+suppress_warnings = ["myst.header"]
+
+# --- Math ---
+# Rendered in the browser by MathJax, from its CDN (Sphinx's default). For pages
+# that need no network, set LAYERNORM_MATHJAX_DIR to a local copy of MathJax 3's
+# es5/ folder (npm's ``mathjax@3`` package has it): its files are copied into
+# _static/mathjax/ and the pages load them from there.
+_local_mathjax = os.environ.get("LAYERNORM_MATHJAX_DIR")
+if _local_mathjax:
+    if not (Path(_local_mathjax) / "tex-chtml.js").is_file():
+        raise RuntimeError(f"LAYERNORM_MATHJAX_DIR={_local_mathjax} has no tex-chtml.js")
+    html_static_path.append(str(Path(_local_mathjax).resolve().parent))
+    mathjax_path = Path(_local_mathjax).resolve().name + "/tex-chtml.js"
+
+# --- HTML ---
+html_theme = "alabaster"
+html_title = "layernorm"
+html_theme_options = {
+    "page_width": "min(96vw, 1480px)",
+    "sidebar_width": "230px",
+    "description": "Layer Normalization for PyTorch",
+    "fixed_sidebar": False,
+    "show_relbars": True,
+}
+html_sidebars = {"**": ["about.html", "languages.html", "navigation.html", "searchbox.html"]}
+html_context = {
+    "doc_languages": [("en", "English"), ("zh_CN", "中文"), ("ja", "日本語"), ("si", "සිංහල")],
+}
+html_last_updated_fmt = None
+html_copy_source = False
+html_show_sourcelink = False
