@@ -70,14 +70,30 @@ suppress_warnings = ["myst.header"]
 # --- Math ---
 # Rendered in the browser by MathJax, from its CDN (Sphinx's default). For pages
 # that need no network, set LAYERNORM_MATHJAX_DIR to a local copy of MathJax 3's
-# es5/ folder (npm's ``mathjax@3`` package has it): its files are copied into
-# _static/mathjax/ and the pages load them from there.
+# es5/ folder (``npm pack mathjax@3`` and unpack it: package/es5): tex-chtml.js
+# and its fonts (about 1.5 MB) are copied into _static/mathjax/ of the build.
 _local_mathjax = os.environ.get("LAYERNORM_MATHJAX_DIR")
 if _local_mathjax:
-    if not (Path(_local_mathjax) / "tex-chtml.js").is_file():
+    _local_mathjax = Path(_local_mathjax).resolve()
+    if not (_local_mathjax / "tex-chtml.js").is_file():
         raise RuntimeError(f"LAYERNORM_MATHJAX_DIR={_local_mathjax} has no tex-chtml.js")
-    html_static_path.append(str(Path(_local_mathjax).resolve().parent))
-    mathjax_path = Path(_local_mathjax).resolve().name + "/tex-chtml.js"
+    mathjax_path = "mathjax/tex-chtml.js"
+
+
+def _copy_local_mathjax(app, exception):
+    if exception is None and _local_mathjax and app.builder.format == "html":
+        import shutil
+
+        target = Path(app.outdir) / "_static" / "mathjax"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(_local_mathjax / "tex-chtml.js", target / "tex-chtml.js")
+        fonts = Path("output") / "chtml" / "fonts" / "woff-v2"
+        shutil.copytree(_local_mathjax / fonts, target / fonts, dirs_exist_ok=True)
+
+
+def setup(app):
+    app.connect("build-finished", _copy_local_mathjax)
+
 
 # --- HTML ---
 html_theme = "alabaster"

@@ -7,9 +7,19 @@ the code::
 
     .. annotated-source:: ../../layernorm/reference.py
        :part: explanation
+       :sections: intro
+                  Numerical stability
 
     .. annotated-source:: ../../layernorm/reference.py
        :part: code
+       :sections: layer_norm_forward
+                  *
+
+``:sections:`` weaves the explanation and the code: one name a line, in the
+order to show them (a heading of the module docstring, a top-level ``def`` or
+``class``, ``intro``, ``preamble``, or ``*`` for everything of that part the
+page has not shown yet). A name the file no longer has is skipped, and a final
+``*`` makes sure nothing of the file is left out.
 
 How the file is split:
 
@@ -180,13 +190,26 @@ def split_source(source: str) -> Tuple[List[Section], List[Section]]:
     return explanation, sections
 
 
+def _section_key(section: Section) -> str:
+    """How ``:sections:`` names a section: its title or Python name; the text
+    before the first heading is ``intro``, the code before the first ``def`` is
+    ``preamble``."""
+    if section.title is not None:
+        return section.title
+    return "preamble" if section.is_code_name else "intro"
+
+
 class AnnotatedSource(SphinxDirective):
-    """``.. annotated-source:: PATH`` with ``:part: explanation|code|all``."""
+    """``.. annotated-source:: PATH`` with ``:part:`` and ``:sections:``."""
 
     required_arguments = 1
     has_content = False
     option_spec = {
         "part": lambda arg: directives.choice(arg, ("explanation", "code", "all")),
+        # One name a line: a heading of the module docstring, a top-level name,
+        # ``intro``, ``preamble``, or ``*`` for every section of the part that
+        # this page has not shown yet.
+        "sections": lambda arg: [line.strip() for line in (arg or "").splitlines() if line.strip()],
     }
 
     def run(self) -> List[nodes.Node]:
@@ -202,14 +225,30 @@ class AnnotatedSource(SphinxDirective):
             raise self.error(f"annotated-source: cannot parse {path}: {error}")
 
         part = self.options.get("part", "all")
+        candidates = []
+        if part in ("explanation", "all"):
+            candidates += [("explain", s) for s in explanation]
+        if part in ("code", "all"):
+            candidates += [("code", s) for s in code]
+
+        # Sections already shown on this page (by an earlier annotated-source).
+        shown = self.env.temp_data.setdefault("annotated-source-shown", {}).setdefault(str(path), set())
+        wanted = self.options.get("sections", ["*"])
+        chosen = []
+        for name in wanted:
+            for prefix, section in candidates:
+                key = (prefix, _section_key(section))
+                if key in shown or (name != "*" and name != key[1]):
+                    continue
+                chosen.append((prefix, section))
+                shown.add(key)
+            # A name that matches nothing (renamed in the file) is no error:
+            # a later ``*`` still shows the section under its new name.
+
         self._path = path
         result: List[nodes.Node] = []
-        if part in ("explanation", "all"):
-            for section in explanation:
-                result.extend(self._section(section, prefix="explain"))
-        if part in ("code", "all"):
-            for section in code:
-                result.extend(self._section(section, prefix="code"))
+        for prefix, section in chosen:
+            result.extend(self._section(section, prefix))
         return result
 
     def _section(self, section: Section, prefix: str) -> List[nodes.Node]:
@@ -232,7 +271,7 @@ class AnnotatedSource(SphinxDirective):
         return [node]
 
     def _row(self, row: Row) -> nodes.Node:
-        chunk = nodes.container(classes=["annotated-row"])
+        chunk = nodes.container(classes=["annotated-row"] + ([] if row.code else ["annotated-prose"]))
         left = nodes.container(classes=["annotated-doc"])
         right = nodes.container(classes=["annotated-code"])
         if row.rst:
