@@ -73,6 +73,11 @@ def _num_rows(x: Tensor, normalized_ndim: int) -> int:
     return math.prod(x.shape[: x.dim() - normalized_ndim])
 
 
+def _placeholder(x: Tensor) -> Tensor:
+    """An output the call does not produce (operators return tensors, never None); each one distinct."""
+    return x.new_empty((0,), dtype=torch.float32)
+
+
 def _forward(
     x: Tensor,
     residual: Optional[Tensor],
@@ -98,11 +103,10 @@ def _forward(
         None if bias is None else bias.reshape(n),
         eps, is_rms, r_dtype,
     )
-    empty = x.new_empty((0,), dtype=torch.float32)
     return (
         y.view(x.shape),
-        empty if r_out is None else r_out.view(x.shape),
-        empty if mean is None else mean,
+        _placeholder(x) if r_out is None else r_out.view(x.shape),
+        _placeholder(x) if mean is None else mean,
         rstd,
     )
 
@@ -167,8 +171,8 @@ def _norm_fwd_fake(x, residual, weight, bias, normalized_ndim, eps, is_rms, stor
     r_dtype = torch.float32 if residual_in_fp32 else x.dtype
     return (
         x.new_empty(x.shape),
-        x.new_empty(x.shape, dtype=r_dtype) if store_residual else x.new_empty((0,), dtype=torch.float32),
-        x.new_empty((0,), dtype=torch.float32) if is_rms else x.new_empty((m,), dtype=torch.float32),
+        x.new_empty(x.shape, dtype=r_dtype) if store_residual else _placeholder(x),
+        _placeholder(x) if is_rms else x.new_empty((m,), dtype=torch.float32),
         x.new_empty((m,), dtype=torch.float32),
     )
 
@@ -187,17 +191,15 @@ def norm_bwd(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight or empty, dbias or empty); ``bias`` only says whether and in which dtype."""
     dx, dw, db = _backward(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms)
-    empty = x.new_empty((0,), dtype=torch.float32)
-    return dx, empty if dw is None else dw, empty if db is None else db
+    return dx, _placeholder(x) if dw is None else dw, _placeholder(x) if db is None else db
 
 
 @norm_bwd.register_fake
 def _norm_bwd_fake(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms):
-    empty = x.new_empty((0,), dtype=torch.float32)
     return (
         x.new_empty(x.shape),
-        empty if weight is None else weight.new_empty(weight.shape),
-        x.new_empty((0,), dtype=torch.float32) if bias is None else bias.new_empty(bias.shape),
+        _placeholder(x) if weight is None else weight.new_empty(weight.shape),
+        _placeholder(x) if bias is None else bias.new_empty(bias.shape),
     )
 
 

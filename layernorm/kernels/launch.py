@@ -21,6 +21,11 @@ from .norm import norm_bwd_kernel, norm_fwd_kernel, sum_partials_kernel
 _INTERPRETER_SMS = 3
 
 
+def _alloc(shape, dtype, device) -> Tensor:
+    """Every output and scratch buffer; tests swap in a NaN-filled one to prove each element is written."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 @functools.lru_cache(maxsize=None)
 def _cuda_sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
@@ -43,10 +48,10 @@ def norm_forward(
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
     """y, r' (when ``residual_out_dtype``), mean (LayerNorm), rstd of the rows of ``x [+ residual]``."""
     m, n = x.shape
-    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    r_out = None if residual_out_dtype is None else torch.empty((m, n), dtype=residual_out_dtype, device=x.device)
-    mean = None if is_rms else torch.empty((m,), dtype=torch.float32, device=x.device)
-    rstd = torch.empty((m,), dtype=torch.float32, device=x.device)
+    y = _alloc((m, n), x.dtype, x.device)
+    r_out = None if residual_out_dtype is None else _alloc((m, n), residual_out_dtype, x.device)
+    mean = None if is_rms else _alloc((m,), torch.float32, x.device)
+    rstd = _alloc((m,), torch.float32, x.device)
     if m == 0 or n == 0:
         return y, r_out, mean, rstd
     launch = table.forward_launch(n, x.element_size())
@@ -83,9 +88,9 @@ def norm_backward(
     """
     m, n = x.shape
     has_weight, has_bias = weight is not None, bias_dtype is not None
-    dx = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    dw = None if not has_weight else torch.empty((n,), dtype=weight.dtype, device=x.device)
-    db = None if not has_bias else torch.empty((n,), dtype=bias_dtype, device=x.device)
+    dx = _alloc((m, n), x.dtype, x.device)
+    dw = None if not has_weight else _alloc((n,), weight.dtype, x.device)
+    db = None if not has_bias else _alloc((n,), bias_dtype, x.device)
     if m == 0 or n == 0:
         # no rows: the sums over rows are empty
         return dx, None if dw is None else dw.zero_(), None if db is None else db.zero_()
@@ -93,8 +98,8 @@ def norm_backward(
     num_blocks = triton_cdiv(m, launch.block_m)
     programs = table.forced_programs() or launch.programs_per_sm * _sm_count(x.device)
     programs = max(1, min(programs, num_blocks))  # every program owns at least one block
-    dw_partial = torch.empty((programs, n), dtype=torch.float32, device=x.device) if has_weight else rstd
-    db_partial = torch.empty((programs, n), dtype=torch.float32, device=x.device) if has_bias else rstd
+    dw_partial = _alloc((programs, n), torch.float32, x.device) if has_weight else rstd
+    db_partial = _alloc((programs, n), torch.float32, x.device) if has_bias else rstd
     norm_bwd_kernel[(programs,)](
         dy, x, dy if dres is None else dres, dx,
         x if weight is None else weight, rstd if mean is None else mean, rstd,

@@ -1,0 +1,361 @@
+"""The Triton kernels on the CPU, through Triton's interpreter (``TRITON_INTERPRET=1``).
+
+Every case runs the forward and the backward of :mod:`layernorm.ops` and
+compares y (and r') and every gradient with float64 autograd on the same
+values. Tolerance rule: the kernel's error may be at most twice PyTorch's own
+error in that dtype, plus a small atol. Every output buffer the kernels get is
+filled with NaN first, so an element left unwritten fails the comparison.
+
+Shapes are small (the interpreter runs each program in numpy); the chunked
+path for wide rows is reached by forcing a small chunk, and the persistent
+backward grid by forcing few programs.
+"""
+
+import os
+
+# Triton picks interpreter or compiler when a kernel is decorated: set it before the import.
+_saved_interpret = os.environ.get("TRITON_INTERPRET")
+os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+pytest.importorskip("triton")
+
+from layernorm import ops  # noqa: E402
+from layernorm.kernels import launch, table  # noqa: E402
+
+if _saved_interpret is None:  # leave the other test modules' environment as it was
+    del os.environ["TRITON_INTERPRET"]
+else:
+    os.environ["TRITON_INTERPRET"] = _saved_interpret
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# One unit of roundoff of the dtype (relative): the interpreter casts float32 to bfloat16 by
+# truncation where the GPU rounds to nearest, so a bfloat16 output may sit one unit off.
+ATOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
+
+
+@pytest.fixture(autouse=True)
+def interpreter_and_poison(monkeypatch):
+    """Run on the interpreter, and hand the kernels NaN-filled buffers only."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+    def poisoned(shape, dtype, device):
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+    monkeypatch.setattr(launch, "_alloc", poisoned)
+
+
+def activations(*shape, dtype=torch.float32, seed=0, offset=-2.3, scale=0.5):
+    g = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(*shape, generator=g, dtype=torch.float64) + offset).to(dtype)
+
+
+def randn(*shape, dtype=torch.float32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+def error(out, ref):
+    """max |out - ref| / max(max |ref|, 1), in float64; NaN anywhere gives inf."""
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    if ref.numel() == 0:
+        return 0.0
+    out, ref = out.detach().double(), ref.detach().double()
+    if torch.isnan(out).any():
+        return float("inf")
+    return ((out - ref).abs().max() / ref.abs().max().clamp(min=1.0)).item()
+
+
+def torch_norm(kind, x, residual, normalized_shape, weight, bias, eps, residual_dtype):
+    if kind.startswith("add"):
+        r = x.to(residual_dtype) if residual is None else x.to(residual_dtype) + residual.to(residual_dtype)
+    else:
+        r = x
+    if kind.endswith("rms"):
+        y = F.rms_norm(r.to(x.dtype) if r.dtype != torch.float64 else r, normalized_shape, weight, eps)
+    else:
+        y = F.layer_norm(r.to(x.dtype) if r.dtype != torch.float64 else r, normalized_shape, weight, bias, eps)
+    return y, r
+
+
+def ours(kind, x, residual, normalized_shape, weight, bias, eps, residual_in_fp32):
+    if kind == "layer":
+        return ops.triton_layer_norm(x, normalized_shape, weight, bias, eps), None
+    if kind == "rms":
+        return ops.triton_rms_norm(x, normalized_shape, weight, eps), None
+    if kind == "add_layer":
+        return ops.triton_add_layer_norm(x, residual, normalized_shape, weight, bias, eps, residual_in_fp32)
+    return ops.triton_add_rms_norm(x, residual, normalized_shape, weight, eps, residual_in_fp32)
+
+
+def leaves(*tensors):
+    return [None if t is None else t.detach().clone().requires_grad_() for t in tensors]
+
+
+def check(kind, x, normalized_shape, weight=None, bias=None, eps=1e-5, residual=None, residual_in_fp32=False):
+    """Forward and backward of the kernels against float64, within the tolerance rule."""
+    if kind.endswith("rms"):
+        bias = None
+    dtype = x.dtype
+    residual_dtype = torch.float32 if residual_in_fp32 else dtype
+    is_add = kind.startswith("add")
+    dy = randn(*x.shape, dtype=dtype, seed=7)
+    dres = randn(*x.shape, dtype=residual_dtype, seed=8) if is_add else None
+
+    def grads(outs, ins):
+        y, r = outs
+        pairs = [(y, dy.to(y.dtype))] + ([(r, dres.to(r.dtype))] if is_add else [])
+        want = [t for t in ins if t is not None]
+        got = torch.autograd.grad([p[0] for p in pairs], want, [p[1] for p in pairs], allow_unused=True)
+        it = iter(got)
+        return [None if t is None else next(it) for t in ins]
+
+    # ours, in the dtype
+    args = leaves(x, residual, weight, bias)
+    out = ours(kind, args[0], args[1], normalized_shape, args[2], args[3], eps, residual_in_fp32)
+    our_grads = grads(out, args)
+    # float64 reference
+    ref_args = leaves(*[None if t is None else t.double() for t in (x, residual, weight, bias)])
+    ref = torch_norm(kind, ref_args[0], ref_args[1], normalized_shape, ref_args[2], ref_args[3], eps, torch.float64)
+    ref_grads = grads(ref, ref_args)
+    # PyTorch in the dtype (parameters cast to it): its own error sets the scale
+    base_args = leaves(x, residual, *[None if t is None else t.to(dtype) for t in (weight, bias)])
+    base = torch_norm(kind, base_args[0], base_args[1], normalized_shape, base_args[2], base_args[3], eps, residual_dtype)
+    base_grads = grads(base, base_args)
+
+    names = ["y", "r'", "dx", "dresidual", "dweight", "dbias"]
+    outs = [out[0], out[1], *our_grads]
+    refs = [ref[0], ref[1] if is_add else None, *ref_grads]
+    bases = [base[0], base[1] if is_add else None, *base_grads]
+    for name, o, r, b in zip(names, outs, refs, bases):
+        if r is None:
+            assert o is None or not is_add, name
+            continue
+        assert o is not None, f"{name} missing"
+        if name in ("y", "dx"):
+            assert o.dtype == dtype, (name, o.dtype)
+        if name == "r'":
+            assert o.dtype == residual_dtype
+        bound = 2 * error(b, r) + ATOL[dtype]
+        err = error(o, r)
+        assert err <= bound, f"{kind} {name} {dtype} {tuple(x.shape)}: error {err:.3g} > bound {bound:.3g}"
+    return out, our_grads
+
+
+def params(n, dtype, seed=3):
+    w = 1.0 + 0.5 * randn(n, dtype=torch.float64, seed=seed)
+    b = 0.5 * randn(n, dtype=torch.float64, seed=seed + 1)
+    return w.to(dtype), b.to(dtype)
+
+
+# --- widths and dtypes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n", [1, 7, 31, 64, 257])
+@pytest.mark.parametrize("kind", ["layer", "rms"])
+def test_every_width_and_dtype(kind, n, dtype):
+    x = activations(9, n, dtype=dtype, seed=n)
+    w, b = params(n, dtype)
+    check(kind, x, (n,), w, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n", [33, 100])
+@pytest.mark.parametrize("kind", ["layer", "rms"])
+def test_chunked_path(kind, n, dtype):
+    """Rows wider than the largest register block are walked in chunks."""
+    x = activations(5, n, dtype=dtype, seed=n)
+    w, b = params(n, dtype)
+    with table.forced(max_single_block_n=16, chunk=16, programs=2):
+        assert not table.forward_launch(n, x.element_size()).single_chunk
+        check(kind, x, (n,), w, b)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("kind", ["layer", "rms"])
+def test_persistent_grid_walks_several_blocks(kind, chunked):
+    """Few programs, many row blocks: each program accumulates its partial dweight over several."""
+    x = activations(23, 40, dtype=torch.float32, seed=11)
+    w, b = params(40, torch.float32)
+    force = dict(programs=2, rows_per_program=2)
+    if chunked:
+        force.update(max_single_block_n=16, chunk=16)
+    with table.forced(**force):
+        check(kind, x, (40,), w, b)
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer"])
+def test_float32_weights_on_half_input(kind, dtype):
+    x = activations(6, 48, dtype=dtype)
+    w, b = params(48, torch.float32)
+    out, grads = check(kind, x, (48,), w, b, residual=randn(6, 48, dtype=dtype) if kind.startswith("add") else None)
+    assert out[0].dtype == dtype
+    assert grads[2].dtype == torch.float32  # dweight in the weight's dtype
+
+
+@pytest.mark.parametrize("with_weight,with_bias", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_weight_and_bias_optional(with_weight, with_bias, chunked):
+    x = activations(5, 37, dtype=torch.float32, seed=2)
+    w, b = params(37, torch.float32)
+    force = dict(max_single_block_n=16, chunk=16) if chunked else {}
+    with table.forced(**force):
+        check("layer", x, (37,), w if with_weight else None, b if with_bias else None)
+        check("rms", x, (37,), w if with_weight else None)
+
+
+# --- shapes and layouts -----------------------------------------------------------------------
+
+
+def test_several_normalized_dims_and_leading_dims():
+    x = activations(2, 3, 4, 24, dtype=torch.float32)
+    w, b = params(96, torch.float32)
+    check("layer", x, (4, 24), w.view(4, 24), b.view(4, 24))
+    check("rms", x, (4, 24), w.view(4, 24))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_strided_rows_are_read_in_place(dtype, monkeypatch):
+    wide = activations(6, 100, dtype=dtype)
+    x = wide[:, :45]  # rows 100 apart, last dim contiguous
+    w, b = params(45, dtype)
+    copies = []
+    real = torch.Tensor.contiguous
+    monkeypatch.setattr(torch.Tensor, "contiguous", lambda t, *a, **k: copies.append(t.shape) or real(t, *a, **k))
+    rows = ops._rows(x, 6, 45)
+    assert rows.data_ptr() == x.data_ptr() and rows.stride() == (100, 1) and not copies
+    monkeypatch.undo()
+    check("layer", x, (45,), w, b)
+    check("rms", x, (45,), w)
+    three_d = activations(2, 3, 90, dtype=dtype)[:, :, 10:55]  # batch and time merge into one row stride
+    check("layer", three_d, (45,), w, b)
+    residual = activations(6, 80, dtype=dtype, seed=4, offset=0.0)[:, 20:65]
+    check("add_layer", x, (45,), w, b, residual=residual)
+
+
+def test_non_unit_last_stride_is_copied():
+    x = activations(4, 60, dtype=torch.float32)[:, ::2]
+    w, b = params(30, torch.float32)
+    check("layer", x, (30,), w, b)
+
+
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer"])
+def test_empty_batch(kind):
+    x = activations(0, 16, dtype=torch.bfloat16)
+    w, b = params(16, torch.bfloat16)
+    out, grads = check(kind, x, (16,), w, b, residual=activations(0, 16, dtype=torch.bfloat16) if kind == "add_layer" else None)
+    assert out[0].shape == (0, 16)
+    assert torch.equal(grads[2], torch.zeros(16, dtype=torch.bfloat16))  # dweight of no rows
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_large_offset_keeps_its_variance(dtype, chunked):
+    """1e4 + randn: a one-pass E[x^2] - E[x]^2 would lose every digit in float32."""
+    x = activations(4, 50, dtype=dtype, offset=1e4, scale=1.0)
+    w, b = params(50, dtype)
+    force = dict(max_single_block_n=16, chunk=16) if chunked else {}
+    with table.forced(**force):
+        check("layer", x, (50,), w, b)
+
+
+# --- residual add + norm ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["add_layer", "add_rms"])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_add_norm(kind, dtype, chunked):
+    x = activations(7, 41, dtype=dtype, offset=0.0)
+    residual = activations(7, 41, dtype=dtype, seed=5)
+    w, b = params(41, dtype)
+    force = dict(max_single_block_n=16, chunk=16, programs=2) if chunked else {}
+    with table.forced(**force):
+        check(kind, x, (41,), w, b, residual=residual)
+        check(kind, x, (41,), w, b, residual=None)
+
+
+@pytest.mark.parametrize("kind", ["add_layer", "add_rms"])
+def test_add_norm_residual_in_float32(kind):
+    x = activations(5, 40, dtype=torch.bfloat16, offset=0.0)
+    residual = activations(5, 40, dtype=torch.bfloat16, seed=6)
+    w, b = params(40, torch.bfloat16)
+    out, _ = check(kind, x, (40,), w, b, residual=residual, residual_in_fp32=True)
+    assert out[1].dtype == torch.float32 and out[0].dtype == torch.bfloat16
+
+
+# --- determinism, registration, torch.compile -------------------------------------------------
+
+
+def test_parameter_gradients_are_bitwise_repeatable():
+    x = activations(21, 40, dtype=torch.bfloat16)
+    w, b = params(40, torch.float32)
+    dy = randn(21, 40, dtype=torch.bfloat16)
+    runs = []
+    for _ in range(2):
+        ww, bb = leaves(w, b)
+        ops.triton_layer_norm(x, (40,), ww, bb, 1e-5).backward(dy)
+        runs.append((ww.grad, bb.grad))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_operators_pass_opcheck():
+    """Schema, fake implementation and autograd registration agree with the real kernels."""
+    x = activations(3, 2, 20, dtype=torch.float32)
+    residual = activations(3, 2, 20, dtype=torch.float32, seed=9)
+    w, b = params(20, torch.float32)
+    x, residual, w, b = leaves(x, residual, w, b)
+    torch.library.opcheck(ops.norm_fwd, (x, None, w, b, 1, 1e-5, False, False, False))
+    torch.library.opcheck(ops.norm_fwd, (x, residual, w, None, 1, 1e-6, True, True, True))
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    x = activations(4, 3, 24, dtype=torch.float32)
+    residual = activations(4, 3, 24, dtype=torch.float32, seed=9)
+    w, b = params(24, torch.float32)
+
+    def block(x, residual, w, b):
+        y, r = ops.triton_add_layer_norm(x, residual, (24,), w, b, 1e-5)
+        return (ops.triton_rms_norm(y, (24,), w, 1e-6) * r).sum()
+
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    results = []
+    for fn in (block, compiled):
+        args = leaves(x, residual, w, b)
+        loss = fn(*args)
+        results.append([loss, *torch.autograd.grad(loss, args)])
+    for eager, comp in zip(*results):
+        torch.testing.assert_close(comp, eager, rtol=1e-5, atol=1e-5)
+
+
+def test_triton_supported():
+    assert ops.triton_supported(torch.ones(2, dtype=torch.bfloat16))  # CPU under the interpreter
+    assert not ops.triton_supported(torch.ones(2, dtype=torch.float64))
+    assert not ops.triton_supported(torch.ones(2, dtype=torch.int32))
+
+
+def test_triton_supported_needs_the_interpreter_on_cpu(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert not ops.triton_supported(torch.ones(2))
+
+
+def test_through_the_public_functions():
+    """layernorm.layer_norm / rms_norm with impl='triton' reach these kernels (CPU, interpreter)."""
+    import layernorm
+
+    x = activations(3, 5, 24, dtype=torch.bfloat16)
+    w, b = params(24, torch.float32)
+    y = layernorm.layer_norm(x, (24,), w, b, impl="triton")
+    ref = F.layer_norm(x.double(), (24,), w.double(), b.double())
+    assert y.dtype == torch.bfloat16 and error(y, ref) < 2 * ATOL[torch.bfloat16]
+    y = layernorm.rms_norm(x, (24,), w, impl="triton")
+    ref = F.rms_norm(x.double(), (24,), w.double(), torch.finfo(torch.bfloat16).eps)
+    assert error(y, ref) < 2 * ATOL[torch.bfloat16]
