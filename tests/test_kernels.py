@@ -359,3 +359,47 @@ def test_through_the_public_functions():
     y = layernorm.rms_norm(x, (24,), w, impl="triton")
     ref = F.rms_norm(x.double(), (24,), w.double(), torch.finfo(torch.bfloat16).eps)
     assert error(y, ref) < 2 * ATOL[torch.bfloat16]
+
+
+# --- layernorm bench, with a stub timer on the CPU interpreter --------------------------------
+
+
+def test_bench_pipeline_on_cpu(monkeypatch, tmp_path):
+    """Inputs, correctness gate, timing loop, table, bar and plot, with do_bench stubbed out."""
+    from layernorm import bench
+
+    monkeypatch.setattr(bench, "DEVICE", "cpu")
+    calls = []
+    monkeypatch.setattr(bench, "_do_bench", lambda fn, args, grad_to_none=None: calls.append(fn()) or 0.5)
+    cases = [bench.Case("layer_norm", "bf16", "fp32", 8, 24), bench.Case("add_rms_norm", "fp32", "fp32", 8, 40)]
+    for case in cases:
+        bench.measure_case(case, bench.implementations(case.op, ["layernorm", "torch", "add + layernorm"]),
+                           list(bench.PASSES), 3000.0, None)
+    results = [r for c in cases for r in c.results]
+    assert {r.impl for r in results} == {"layernorm", "torch", "add + layernorm"}
+    assert all(not r.note and r.ratio_to_best_peer == 1.0 for r in results)  # same stub time everywhere
+    expected = 5 * 8 * 24 * 2 / 0.5e-3 / 1e9  # both passes of layer_norm: 5·M·N·s bytes
+    assert any(abs(r.gbps - expected) < 1e-9 for r in results if r.pass_ == "both" and r.op == "layer_norm")
+    bench.print_table(cases, 3000.0)
+    assert bench.bar_rows(results, 3000.0)
+    big = bench.Case("layer_norm", "bf16", "bf16", 4096, 32, results=[
+        bench.Result("layer_norm", "bf16", "bf16", 4096, 32, "layernorm", "forward", 1.0, 2.0, 0.1, 1.0)])
+    assert bench.plot([big], str(tmp_path)) == [str(tmp_path / "layer_norm.png")]
+
+
+def test_bench_gate_rejects_a_wrong_implementation(monkeypatch):
+    from layernorm import bench
+
+    monkeypatch.setattr(bench, "DEVICE", "cpu")
+    monkeypatch.setattr(bench, "_do_bench", lambda fn, args, grad_to_none=None: 1.0)
+    case = bench.Case("layer_norm", "fp32", "fp32", 4, 16)
+    bench.measure_case(case, {"broken": lambda x, r, w, b, eps: (x * 2,)}, ["forward"], 3000.0, None)
+    assert case.results[0].note.startswith("wrong output")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU is")
+def test_bench_without_a_gpu_says_so_and_returns_2(capsys):
+    from layernorm.cli import main
+
+    assert main(["bench"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err

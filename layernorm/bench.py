@@ -1,0 +1,446 @@
+"""``layernorm bench``: the Triton kernels against their peers, in GB/s and % of the copy ceiling.
+
+Method (../shared/guide/performance.md): a norm is memory-bound, so each pass
+is scored by the bytes it must move over its median time
+(``triton.testing.do_bench``, CUDA events), and compared with the device's
+copy ceiling (``b.copy_(a)`` on 1 GiB, bytes read + written) measured in the
+same process. Bytes per pass, for M rows of N elements of s bytes:
+
+- LayerNorm / RMSNorm: forward 2·M·N·s, backward 3·M·N·s, both 5·M·N·s
+- add + norm:          forward 4·M·N·s, backward 4·M·N·s, both 8·M·N·s
+
+Peers: PyTorch's op, ``torch.compile`` of it, and Liger-Kernel when it imports
+(for add + norm: ``x + r`` followed by each plain norm, ours included). Every
+implementation's forward is checked against float32 PyTorch before it is
+timed; one that disagrees is reported, not timed.
+
+Writes ``results.json`` and one ``<op>.png`` per operation (GB/s against N,
+one line per implementation) under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm")
+PASSES = ("forward", "backward", "both")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+# (x dtype, weight dtype, M, N): ../shared/guide/performance.md's standard shapes.
+_WIDE = [(32768, n) for n in (768, 1024, 2048, 4096, 8192, 16384)] + [(4096, 65536)]
+_LATENCY = [(8, 4096), (512, 4096)]
+STANDARD_CASES = (
+    [("bf16", "bf16", m, n) for m, n in _WIDE + _LATENCY]
+    + [("fp32", "fp32", 32768, n) for n in (1024, 4096, 16384)]
+    + [("bf16", "fp32", m, n) for m, n in _WIDE + _LATENCY]
+)
+OURS = "layernorm"
+DEVICE = "cuda"  # the tests run the whole pipeline on the CPU interpreter with a stub timer
+
+
+@dataclass
+class Result:
+    op: str
+    dtype: str
+    weight_dtype: str
+    M: int
+    N: int
+    impl: str
+    pass_: str
+    ms: float = float("nan")
+    gbps: float = float("nan")
+    pct_ceiling: float = float("nan")
+    ratio_to_best_peer: float = float("nan")
+    note: str = ""
+
+
+@dataclass
+class Case:
+    op: str
+    dtype: str
+    weight_dtype: str
+    M: int
+    N: int
+    results: List[Result] = field(default_factory=list)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--op", action="append", choices=OPS + ("all",),
+                        help="operation (repeatable; default layer_norm; 'all' for every one)")
+    parser.add_argument("--shape", action="append", metavar="MxN",
+                        help="rows x features (repeatable); default: the standard shapes")
+    parser.add_argument("--dtype", action="append", choices=tuple(DTYPES),
+                        help="input dtype for --shape (repeatable; default bf16)")
+    parser.add_argument("--weight-dtype", choices=tuple(DTYPES),
+                        help="weight/bias dtype for --shape (default: the input's)")
+    parser.add_argument("--pass", dest="passes", action="append", choices=PASSES,
+                        help="pass to time (repeatable; default all three)")
+    parser.add_argument("--impl", action="append",
+                        help="only these implementations (repeatable): layernorm, torch, torch.compile, liger")
+    parser.add_argument("--rep", type=int, default=100, help="do_bench rep in ms (default 100)")
+    parser.add_argument("--warmup", type=int, default=25, help="do_bench warmup in ms (default 25)")
+    parser.add_argument("--out", default="runs/bench", help="folder for results.json and the plots")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+
+
+# ---------------------------------------------------------------------------
+# Implementations: each maps (x, residual, weight, bias, eps) -> (y,) or (y, r').
+
+
+def _is_rms(op: str) -> bool:
+    return op.endswith("rms_norm")
+
+
+def _is_add(op: str) -> bool:
+    return op.startswith("add_")
+
+
+def _torch_norm(op: str):
+    rms = _is_rms(op)
+
+    def norm(x, w, b, eps):
+        if rms:
+            return F.rms_norm(x, (x.shape[-1],), w, eps)
+        return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+
+    return norm
+
+
+def _with_add(op: str, norm):
+    """Plain ops: the norm itself; add ops: ``r' = x + r`` then the norm (the unfused peer)."""
+    if not _is_add(op):
+        return lambda x, r, w, b, eps: (norm(x, w, b, eps),)
+
+    def add_then_norm(x, r, w, b, eps):
+        s = x + r
+        return norm(s, w, b, eps), s
+
+    return add_then_norm
+
+
+def _ours(op: str):
+    import layernorm
+
+    if op == "layer_norm":
+        return lambda x, r, w, b, eps: (layernorm.layer_norm(x, (x.shape[-1],), w, b, eps, impl="triton"),)
+    if op == "rms_norm":
+        return lambda x, r, w, b, eps: (layernorm.rms_norm(x, (x.shape[-1],), w, eps, impl="triton"),)
+    if op == "add_layer_norm":
+        return lambda x, r, w, b, eps: layernorm.add_layer_norm(x, r, (x.shape[-1],), w, b, eps, impl="triton")
+    return lambda x, r, w, b, eps: layernorm.add_rms_norm(x, r, (x.shape[-1],), w, eps, impl="triton")
+
+
+def _liger_norm(op: str):
+    """Liger-Kernel's norm as a function of (x, w, b, eps), or None when it does not import."""
+    try:
+        if _is_rms(op):
+            from liger_kernel.ops.rms_norm import LigerRMSNormFunction
+
+            return lambda x, w, b, eps: LigerRMSNormFunction.apply(x, w, eps)
+        from liger_kernel.ops.layer_norm import LigerLayerNormFunction
+
+        return lambda x, w, b, eps: LigerLayerNormFunction.apply(x, w, b, eps)
+    except Exception:  # not installed, or an API this version does not have
+        return None
+
+
+def implementations(op: str, wanted: Optional[List[str]]) -> Dict[str, Callable]:
+    impls: Dict[str, Callable] = {OURS: _ours(op)}
+    impls["torch"] = _with_add(op, _torch_norm(op))
+    impls["torch.compile"] = torch.compile(_with_add(op, _torch_norm(op)), dynamic=False)
+    liger = _liger_norm(op)
+    if liger is not None:
+        impls["liger"] = _with_add(op, liger)
+    if _is_add(op):
+        plain = _ours(op[len("add_"):])
+        impls["add + layernorm"] = _with_add(op, lambda x, w, b, eps: plain(x, None, w, b, eps)[0])
+    if wanted:
+        impls = {k: v for k, v in impls.items() if k in wanted}
+    return impls
+
+
+# ---------------------------------------------------------------------------
+# Measuring
+
+
+def _do_bench(fn, args, grad_to_none=None) -> float:
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=args.warmup, rep=args.rep, grad_to_none=grad_to_none, return_mode="median")
+
+
+def copy_ceiling_gbps(args) -> float:
+    """GB/s of a 1 GiB device-to-device copy, bytes read plus written."""
+    a = torch.empty(1 << 29, dtype=torch.bfloat16, device="cuda").normal_()
+    b = torch.empty_like(a)
+    ms = _do_bench(lambda: b.copy_(a), args)
+    del a, b
+    return 2 * (1 << 30) / (ms * 1e-3) / 1e9
+
+
+def _bytes(op: str, pass_: str, m: int, n: int, element_bytes: int) -> int:
+    per_pass = {"forward": 4, "backward": 4, "both": 8} if _is_add(op) else {"forward": 2, "backward": 3, "both": 5}
+    return per_pass[pass_] * m * n * element_bytes
+
+
+def _inputs(case: Case):
+    dtype, wdtype = DTYPES[case.dtype], DTYPES[case.weight_dtype]
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+
+    def rnd(*shape, dt, scale=1.0, offset=0.0):
+        return (scale * torch.randn(*shape, generator=g, device=DEVICE, dtype=torch.float32) + offset).to(dt)
+
+    x = rnd(case.M, case.N, dt=dtype, scale=0.5, offset=-2.3)
+    r = rnd(case.M, case.N, dt=dtype) if _is_add(case.op) else None
+    w = rnd(case.N, dt=wdtype, scale=0.5, offset=1.0)
+    b = None if _is_rms(case.op) else rnd(case.N, dt=wdtype, scale=0.5)
+    dys = [rnd(case.M, case.N, dt=dtype)] + ([rnd(case.M, case.N, dt=dtype)] if _is_add(case.op) else [])
+    return x, r, w, b, dys
+
+
+def _check_forward(fn, x, r, w, b, eps, op) -> Optional[str]:
+    """None when fn's outputs match float32 PyTorch, else a short reason."""
+    ref = _with_add(op, _torch_norm(op))(
+        x.float(), None if r is None else r.float(), None if w is None else w.float(),
+        None if b is None else b.float(), eps)
+    with torch.no_grad():
+        out = fn(x, r, w, b, eps)
+    tol = 1e-3 if x.dtype == torch.float32 else 6e-2
+    for o, e in zip(out, ref):
+        err = (o.float() - e).abs().max().item()
+        if not err <= tol * max(1.0, e.abs().max().item()):
+            return f"wrong output: max error {err:.3g}"
+    return None
+
+
+def measure_case(case: Case, impls: Dict[str, Callable], passes, ceiling: float, args) -> None:
+    x0, r0, w0, b0, dys = _inputs(case)
+    eps = 1e-5
+    element_bytes = x0.element_size()
+    for name, fn in impls.items():
+        try:
+            reason = _check_forward(fn, x0, r0, w0, b0, eps, case.op)
+        except Exception as exc:  # a peer that refuses the shape (row too wide, dtype mix)
+            reason = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+        if reason is not None:
+            for p in passes:
+                case.results.append(Result(case.op, case.dtype, case.weight_dtype, case.M, case.N, name, p, note=reason))
+            continue
+        leaves = [t.detach().clone().requires_grad_() for t in (x0, r0, w0, b0) if t is not None]
+        it = iter(leaves)
+        x, r, w, b = (None if t is None else next(it) for t in (x0, r0, w0, b0))
+        for p in passes:
+            if p == "forward":
+                with torch.no_grad():
+                    ms = _do_bench(lambda: fn(x, r, w, b, eps), args)
+            elif p == "backward":
+                outs = fn(x, r, w, b, eps)
+                ms = _do_bench(lambda: torch.autograd.backward(outs, dys, retain_graph=True), args, grad_to_none=leaves)
+                del outs
+            else:
+                ms = _do_bench(lambda: torch.autograd.backward(fn(x, r, w, b, eps), dys), args, grad_to_none=leaves)
+            gbps = _bytes(case.op, p, case.M, case.N, element_bytes) / (ms * 1e-3) / 1e9
+            case.results.append(Result(case.op, case.dtype, case.weight_dtype, case.M, case.N, name, p,
+                                       ms=ms, gbps=gbps, pct_ceiling=100 * gbps / ceiling))
+        del leaves, x, r, w, b
+    for p in passes:
+        rows = [res for res in case.results if res.pass_ == p]
+        peers = [res.gbps for res in rows if res.impl not in (OURS,) and not math.isnan(res.gbps)]
+        best = max(peers) if peers else float("nan")
+        for res in rows:
+            res.ratio_to_best_peer = res.gbps / best if best == best and best > 0 else float("nan")
+    del x0, r0, w0, b0, dys
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------
+# The bar of issue 3 (and 4 for RMSNorm), judged from the results
+
+
+def bar_rows(results: List[Result], ceiling: float) -> List[Tuple[str, str, bool]]:
+    """(row of the bar, figure measured, held) for each row the results can judge."""
+    ours = {(r.op, r.dtype, r.weight_dtype, r.M, r.N, r.pass_): r for r in results if r.impl == OURS}
+    rows: List[Tuple[str, str, bool]] = []
+
+    def pct_row(op, label, cases, pass_, need):
+        got = [(n, ours.get((op, "bf16", "bf16", m, n, pass_))) for m, n in cases]
+        got = [(n, r) for n, r in got if r is not None]
+        if not got:
+            return
+        figures = ", ".join(f"N={n}: {r.pct_ceiling:.1f}%" for n, r in got)
+        rows.append((f"{op} {label}", figures, all(r.pct_ceiling >= need for _, r in got)))
+
+    for op in ("layer_norm", "rms_norm"):
+        pct_row(op, "forward >= 95% of ceiling, bf16 N 1024..16384 (M=32768)", [(32768, n) for n in (1024, 2048, 4096, 8192, 16384)], "forward", 95)
+        pct_row(op, "forward >= 90% at N=768 (M=32768) and N=65536 (M=4096)", [(32768, 768), (4096, 65536)], "forward", 90)
+        pct_row(op, "backward >= 90% of ceiling, bf16 N 2048..16384", [(32768, n) for n in (2048, 4096, 8192, 16384)], "backward", 90)
+        pct_row(op, "backward >= 2/3 of ceiling at N=768, 1024 (M=32768), 65536 (M=4096)", [(32768, 768), (32768, 1024), (4096, 65536)], "backward", 100 * 2 / 3)
+    by_key: Dict[tuple, Dict[str, Result]] = {}
+    for r in results:
+        by_key.setdefault((r.op, r.dtype, r.weight_dtype, r.M, r.N, r.pass_), {})[r.impl] = r
+    for m in (8, 512):
+        for p in ("forward", "backward"):
+            key = ("layer_norm", "bf16", "bf16", m, 4096, p)
+            if key in by_key and OURS in by_key[key] and "torch" in by_key[key]:
+                o, t = by_key[key][OURS].ms * 1e3, by_key[key]["torch"].ms * 1e3
+                rows.append((f"layer_norm {p} at M={m}, N=4096 no slower than torch", f"{o:.1f} us vs torch {t:.1f} us", o <= t))
+    worst: Dict[str, Tuple[float, str]] = {}
+    for key, impls in by_key.items():
+        if OURS not in impls:
+            continue
+        ratio = impls[OURS].ratio_to_best_peer
+        label = f"{key[0]} ratio to best peer >= 1.0 ({key[1]} x, {key[2]} weights)"
+        here = f"{key[5]} M={key[3]} N={key[4]}"
+        if label not in worst or not (ratio >= worst[label][0]):
+            worst[label] = (ratio, here)
+    for label, (ratio, where) in sorted(worst.items()):
+        rows.append((label, f"worst {ratio:.3f} ({where})", ratio >= 1.0))
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Output
+
+
+def print_table(cases: List[Case], ceiling: float) -> None:
+    print(f"copy ceiling: {ceiling:.0f} GB/s")
+    header = f"{'op':<15} {'dtype':<9} {'M':>6} {'N':>6} {'pass':<9} {'impl':<16} {'GB/s':>7} {'% ceil':>7} {'us':>9} {'vs best peer':>12}"
+    print(header)
+    print("-" * len(header))
+    for case in cases:
+        for res in case.results:
+            dt = res.dtype if res.weight_dtype == res.dtype else f"{res.dtype}/{res.weight_dtype}"
+            if res.note:
+                print(f"{res.op:<15} {dt:<9} {res.M:>6} {res.N:>6} {res.pass_:<9} {res.impl:<16} {res.note}")
+                continue
+            print(f"{res.op:<15} {dt:<9} {res.M:>6} {res.N:>6} {res.pass_:<9} {res.impl:<16} "
+                  f"{res.gbps:>7.0f} {res.pct_ceiling:>6.1f}% {res.ms * 1e3:>9.1f} {res.ratio_to_best_peer:>12.3f}")
+
+
+def plot(cases: List[Case], out_dir: str) -> List[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for op in sorted({c.op for c in cases}):
+        results = [r for c in cases if c.op == op for r in c.results if r.M >= 4096 and not r.note]
+        groups = sorted({(r.dtype, r.weight_dtype) for r in results})
+        passes = [p for p in PASSES if any(r.pass_ == p for r in results)]
+        if not results or not groups:
+            continue
+        fig, axes = plt.subplots(len(passes), len(groups), figsize=(5 * len(groups), 3.5 * len(passes)), squeeze=False)
+        for i, p in enumerate(passes):
+            for j, (dt, wdt) in enumerate(groups):
+                ax = axes[i][j]
+                for impl in sorted({r.impl for r in results}):
+                    pts = sorted((r.N, r.gbps) for r in results if r.impl == impl and r.pass_ == p and r.dtype == dt and r.weight_dtype == wdt)
+                    if pts:
+                        ax.plot([q[0] for q in pts], [q[1] for q in pts], marker="o", label=impl)
+                ax.set_xscale("log", base=2)
+                ax.set_title(f"{op} {p}, x {dt}, weights {wdt}")
+                ax.set_xlabel("N")
+                ax.set_ylabel("GB/s")
+                ax.grid(True, alpha=0.3)
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{op}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _cases(args) -> List[Case]:
+    ops = args.op or ["layer_norm"]
+    if "all" in ops:
+        ops = list(OPS)
+    if args.shape:
+        shapes = []
+        for text in args.shape:
+            try:
+                m, n = (int(v) for v in text.lower().split("x"))
+            except ValueError:
+                raise SystemExit(f"--shape takes MxN, e.g. 32768x4096; got {text!r}")
+            shapes.append((m, n))
+        dtypes = args.dtype or ["bf16"]
+        spec = [(d, args.weight_dtype or d, m, n) for d in dtypes for m, n in shapes]
+    else:
+        spec = list(STANDARD_CASES)
+        if args.dtype:
+            spec = [s for s in spec if s[0] in args.dtype]
+    return [Case(op, d, wd, m, n) for op in ops for d, wd, m, n in spec]
+
+
+def _record(r: Result) -> dict:
+    record = asdict(r)
+    record["pass"] = record.pop("pass_")
+    return record
+
+
+def environment() -> Dict[str, str]:
+    import triton
+
+    return {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if not torch.cuda.is_available():
+        print("layernorm bench: no CUDA device here; the benchmark times GPU kernels and needs one.", file=sys.stderr)
+        return 2
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        print("layernorm bench: Triton is not installed (pip install triton).", file=sys.stderr)
+        return 2
+    from .kernels import table
+
+    for knob in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit", "accumulated_recompile_limit"):
+        if hasattr(torch._dynamo.config, knob):  # one compiled graph per shape
+            setattr(torch._dynamo.config, knob, 1024)
+    passes = args.passes or list(PASSES)
+    cases = _cases(args)
+    env = environment()
+    print(" ".join(f"{k}={v}" for k, v in env.items()), flush=True)
+    ceiling = copy_ceiling_gbps(args)
+    print(f"copy ceiling {ceiling:.0f} GB/s", flush=True)
+    impls_by_op = {op: implementations(op, args.impl) for op in sorted({c.op for c in cases})}
+    for case in cases:
+        measure_case(case, impls_by_op[case.op], passes, ceiling, args)
+        ours = [r for r in case.results if r.impl == OURS]
+        print(f"  {case.op} {case.dtype}/{case.weight_dtype} {case.M}x{case.N}: "
+              + ", ".join(f"{r.pass_} {r.gbps:.0f} GB/s ({r.ratio_to_best_peer:.2f}x)" for r in ours), flush=True)
+    results = [r for c in cases for r in c.results]
+    bar = bar_rows(results, ceiling)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"environment": env, "copy_ceiling_gbps": ceiling, "launch_table": table.SOURCE,
+                   "results": [_record(r) for r in results],
+                   "bar": [{"row": a, "measured": b, "held": c} for a, b, c in bar]}, f, indent=1)
+    plots = [] if args.no_plot else plot(cases, args.out)
+    print()
+    print_table(cases, ceiling)
+    print()
+    for row, figure, held in bar:
+        print(f"{'held' if held else 'NOT HELD':<9} {row}: {figure}")
+    print(f"\nwrote {os.path.join(args.out, 'results.json')}" + "".join(f", {p}" for p in plots))
+    return 0
