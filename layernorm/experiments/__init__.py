@@ -1,0 +1,65 @@
+"""Experiments: one file per claim of layer normalization.
+
+=================  ==========================================================
+``small-batch``    LayerNorm trains at batch sizes where BatchNorm cannot.
+``running-stats``  BatchNorm's output depends on train/eval mode and on the
+                   batch; LayerNorm's does not.
+``rnn``            An LSTM with layer normalization converges faster.
+``distributed``    LayerNorm's training does not depend on the number of
+                   data-parallel processes; BatchNorm's does (unless synced).
+``transformer``    Where the LayerNorm sits (pre-LN, post-LN, none) decides
+                   whether a small GPT trains at a high learning rate.
+=================  ==========================================================
+
+Each is run as ``layernorm experiment NAME`` and writes ``metrics.csv``,
+``summary.json`` and PNG plots into ``--out`` (default ``runs/NAME``), then
+prints one line starting ``VERDICT``. ``--smoke`` is a quick size for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from typing import Dict, Optional
+
+# experiment name -> module in this package
+EXPERIMENTS = {
+    "small-batch": "small_batch",
+    "running-stats": "running_stats",
+    "rnn": "rnn",
+    "distributed": "distributed",
+    "transformer": "transformer",
+}
+
+
+def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[str] = None,
+                   seed: int = 0, data: Optional[Path] = None) -> Dict[str, object]:
+    """Run one experiment; return its summary (``summary["verdict"]`` is the verdict line)."""
+    from ._common import resolve_device, seed_everything
+
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    module = importlib.import_module(f".{EXPERIMENTS[name]}", __name__)
+    seed_everything(seed)
+    return module.run(out=Path(out), smoke=smoke, device=resolve_device(device), seed=seed, data=data)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", choices=list(EXPERIMENTS),
+                        help="which experiment: " + ", ".join(EXPERIMENTS))
+    parser.add_argument("--smoke", action="store_true", help="a quick, tiny run (for tests; under a minute on a CPU)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present, else cpu)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/NAME)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="rnn, transformer: a UTF-8 text file to model instead of the standard-library docstrings")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out if args.out is not None else Path("runs") / args.name
+    if args.data is not None and not args.data.is_file():
+        print(f"--data {args.data}: no such file")
+        return 2
+    run_experiment(args.name, out, smoke=args.smoke, device=args.device, seed=args.seed, data=args.data)
+    return 0
