@@ -13,15 +13,21 @@ backward grid by forcing few programs.
 
 import os
 
+import pytest
+import torch
+
+if torch.cuda.is_available():
+    # Importing the kernels under the interpreter would make them interpreted for the whole
+    # process; on a GPU machine tests/gpu (pytest -m gpu tests/gpu) covers the same ground.
+    pytest.skip("interpreter tests run where no GPU is; see tests/gpu", allow_module_level=True)
+
+pytest.importorskip("triton")
+
 # Triton picks interpreter or compiler when a kernel is decorated: set it before the import.
 _saved_interpret = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
-pytest.importorskip("triton")
 
 from layernorm import ops  # noqa: E402
 from layernorm.kernels import launch, table  # noqa: E402
