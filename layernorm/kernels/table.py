@@ -72,11 +72,13 @@ _forced: dict = {}
 
 @contextlib.contextmanager
 def forced(*, max_single_block_n: Optional[int] = None, chunk: Optional[int] = None,
-           rows_per_program: Optional[int] = None, programs: Optional[int] = None) -> Iterator[None]:
-    """Override the table inside a ``with`` block (for tests and the sweep)."""
+           rows_per_program: Optional[int] = None, programs: Optional[int] = None,
+           launch: Optional["Launch"] = None) -> Iterator[None]:
+    """Override the table inside a ``with`` block (tests, the sweep); ``launch`` replaces it whole."""
     saved = dict(_forced)
     _forced.update({k: v for k, v in dict(max_single_block_n=max_single_block_n, chunk=chunk,
-                                          rows_per_program=rows_per_program, programs=programs).items()
+                                          rows_per_program=rows_per_program, programs=programs,
+                                          launch=launch).items()
                     if v is not None})
     try:
         yield
@@ -94,6 +96,8 @@ def _element_key(element_bytes: int) -> int:
 
 
 def _lookup(single: dict, chunked: tuple, n: int, element_bytes: int, backward: bool) -> Launch:
+    if "launch" in _forced:
+        return _forced["launch"]
     rows = single[_element_key(element_bytes)]
     block_n = next_power_of_2(n)
     max_single = min(max(rows), _forced.get("max_single_block_n", max(rows)))

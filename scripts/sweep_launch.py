@@ -1,0 +1,240 @@
+"""Sweep the launch shapes of the norm kernels on the current GPU and write the launch table.
+
+For each element size (bf16 for 2 bytes, fp32 for 4) and each row width
+``block_n`` (a power of two), time every candidate (rows per program, warps,
+and for the backward programs per SM) of the register path, and the chunked
+path's candidates (chunk, rows, warps[, programs per SM]) at wide rows; keep
+the fastest. Rows are held in registers up to the widest ``block_n`` where the
+register path still beats the chunked one.
+
+Timing: ``triton.testing.do_bench`` median over about 1/4 GiB of rows, LayerNorm
+with weight and bias (the common case); the backward includes the dweight /
+dbias reduction.
+
+    python scripts/sweep_launch.py --out runs/sweep [--write] [--quick]
+
+``--write`` rewrites the literals between the BEGIN/END TABLE marks of
+layernorm/kernels/table.py; the table is always written to OUT/table.py and
+every timing to OUT/sweep.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pprint
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from layernorm.kernels import launch, table  # noqa: E402
+from layernorm.kernels.table import Launch  # noqa: E402
+
+DTYPES = {2: torch.bfloat16, 4: torch.float32}
+TARGET_BYTES = 1 << 28  # per input tensor: well past the 50 MB L2
+REGISTER_WIDTHS = [1 << k for k in range(0, 15)]  # 1 .. 16384
+CHUNKED_WIDTHS = [16384, 32768, 65536]
+
+
+def bench(fn, quick):
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=5 if quick else 10, rep=15 if quick else 40, return_mode="median")
+
+
+def inputs(m, n, dtype):
+    x = (0.5 * torch.randn(m, n, device="cuda") - 2.3).to(dtype)
+    w = (1 + 0.5 * torch.randn(n, device="cuda")).to(dtype)
+    b = (0.5 * torch.randn(n, device="cuda")).to(dtype)
+    dy = torch.randn(m, n, device="cuda").to(dtype)
+    return x, w, b, dy
+
+
+def rows_for(n, element_bytes):
+    return min(1 << 24, max(8, TARGET_BYTES // (n * element_bytes)))
+
+
+def time_forward(cand, x, w, b, quick):
+    with table.forced(launch=cand):
+        y, _, mean, rstd = launch.norm_forward(x, None, w, b, 1e-5, False, None)
+        ref = torch.nn.functional.layer_norm(x.float(), x.shape[-1:], w.float(), b.float())
+        if not torch.allclose(y.float(), ref, atol=6e-2, rtol=0):
+            raise RuntimeError(f"wrong forward for {cand}")
+        return bench(lambda: launch.norm_forward(x, None, w, b, 1e-5, False, None), quick), (mean, rstd)
+
+
+def time_backward(cand, x, w, b, dy, stats, quick):
+    mean, rstd = stats
+    with table.forced(launch=cand):
+        launch.norm_backward(dy, x, None, mean, rstd, w, b.dtype, False)
+        return bench(lambda: launch.norm_backward(dy, x, None, mean, rstd, w, b.dtype, False), quick)
+
+
+def forward_candidates(block_n, single, quick):
+    out = []
+    if single:
+        for rows in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+            elems = rows * block_n
+            if elems > 32768 or (elems < 1024 and rows < 256 and block_n * rows * 2 <= 32768 and rows * 2 <= 256):
+                continue  # too big for registers, or a bigger block is strictly better in flight
+            for warps in (2, 4, 8, 16, 32):
+                per_thread = elems / (warps * 32)
+                if 4 <= per_thread <= 64 or (elems <= 64 and warps == 2):
+                    out.append(Launch(rows, block_n, warps, True))
+    else:
+        for chunk in (2048, 4096, 8192, 16384):
+            for warps in (4, 8, 16):
+                if chunk / (warps * 32) >= 4:
+                    out.append(Launch(1, chunk, warps, False))
+    return out[:: 2] if quick and len(out) > 6 else out
+
+
+def backward_candidates(block_n, single, quick):
+    out = []
+    pps = (1, 2) if quick else (1, 2, 4)
+    if single:
+        for rows in (1, 2, 4, 8, 16, 32, 64, 128):
+            elems = rows * block_n
+            if elems > 16384 or (elems < 512 and rows < 128 and rows * 2 * block_n <= 16384):
+                continue
+            for warps in (4, 8, 16):
+                per_thread = elems / (warps * 32)
+                if 2 <= per_thread <= 32:
+                    out += [Launch(rows, block_n, warps, True, p) for p in pps]
+    else:
+        for chunk in (1024, 2048, 4096, 8192):
+            for warps in (4, 8, 16):
+                if chunk / (warps * 32) >= 2:
+                    out += [Launch(1, chunk, warps, False, p) for p in pps]
+    return out[:: 2] if quick and len(out) > 8 else out
+
+
+def sweep(element_bytes, quick, log):
+    dtype = DTYPES[element_bytes]
+    best_fwd, best_bwd, best_fwd_chunked, best_bwd_chunked = {}, {}, {}, {}
+    chunked_fwd_times, chunked_bwd_times = {}, {}
+    for block_n in REGISTER_WIDTHS + [n for n in CHUNKED_WIDTHS if n not in REGISTER_WIDTHS]:
+        m = rows_for(block_n, element_bytes)
+        x, w, b, dy = inputs(m, block_n, dtype)
+        for single in ((True, False) if block_n >= 8192 else (True,)):
+            if single and block_n > 16384:
+                continue
+            fwd, bwd = [], []
+            stats = None
+            for cand in forward_candidates(block_n, single, quick):
+                try:
+                    ms, stats = time_forward(cand, x, w, b, quick)
+                except Exception as exc:  # a shape the compiler refuses (registers, shared memory)
+                    log.append({"pass": "forward", "element_bytes": element_bytes, "n": block_n, "launch": vars(cand), "error": str(exc)[:200]})
+                    continue
+                fwd.append((ms, cand))
+                log.append({"pass": "forward", "element_bytes": element_bytes, "n": block_n, "m": m, "launch": vars(cand), "ms": ms})
+            if stats is None:
+                continue
+            for cand in backward_candidates(block_n, single, quick) if (block_n <= 16384 or not single) else []:
+                try:
+                    ms = time_backward(cand, x, w, b, dy, stats, quick)
+                except Exception as exc:
+                    log.append({"pass": "backward", "element_bytes": element_bytes, "n": block_n, "launch": vars(cand), "error": str(exc)[:200]})
+                    continue
+                bwd.append((ms, cand))
+                log.append({"pass": "backward", "element_bytes": element_bytes, "n": block_n, "m": m, "launch": vars(cand), "ms": ms})
+            if fwd:
+                ms, cand = min(fwd, key=lambda t: t[0])
+                (best_fwd if single else chunked_fwd_times)[block_n] = (ms, cand)
+            if bwd:
+                ms, cand = min(bwd, key=lambda t: t[0])
+                (best_bwd if single else chunked_bwd_times)[block_n] = (ms, cand)
+            print(f"  {dtype} N={block_n} {'registers' if single else 'chunked'}: "
+                  f"forward {min(fwd, key=lambda t: t[0])[0] * 1e3 if fwd else float('nan'):.1f} us, "
+                  f"backward {min(bwd, key=lambda t: t[0])[0] * 1e3 if bwd else float('nan'):.1f} us", flush=True)
+        del x, w, b, dy
+        torch.cuda.empty_cache()
+
+    def register_rows(best, chunked_times, with_programs):
+        rows = {}
+        for block_n in REGISTER_WIDTHS:
+            if block_n not in best:
+                break
+            ms, cand = best[block_n]
+            if block_n in chunked_times and chunked_times[block_n][0] < ms:
+                break  # the chunked path wins from here on
+            rows[block_n] = (cand.block_m, cand.num_warps) + ((cand.programs_per_sm,) if with_programs else ())
+        return rows
+
+    def chunked_row(times, with_programs):
+        # the widest measured width decides: that is where the chunked path must hold up
+        ms, cand = times[max(times)]
+        return (cand.block_n, cand.block_m, cand.num_warps) + ((cand.programs_per_sm,) if with_programs else ())
+
+    best_fwd_chunked = chunked_row(chunked_fwd_times, False)
+    best_bwd_chunked = chunked_row(chunked_bwd_times, True)
+    return (register_rows(best_fwd, chunked_fwd_times, False), best_fwd_chunked,
+            register_rows(best_bwd, chunked_bwd_times, True), best_bwd_chunked)
+
+
+def table_text(source, fwd, fwd_chunked, bwd, bwd_chunked):
+    fmt = lambda v: pprint.pformat(v, width=100, compact=True, sort_dicts=True)  # noqa: E731
+    return (
+        f"SOURCE = {source!r}\n"
+        f"FORWARD = {fmt(fwd)}\n"
+        f"FORWARD_CHUNKED = {fmt(fwd_chunked)}\n"
+        f"BACKWARD = {fmt(bwd)}\n"
+        f"BACKWARD_CHUNKED = {fmt(bwd_chunked)}\n"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/sweep")
+    parser.add_argument("--write", action="store_true", help="rewrite layernorm/kernels/table.py")
+    parser.add_argument("--quick", action="store_true", help="half the candidates, shorter timing")
+    parser.add_argument("--element-bytes", type=int, action="append", choices=(2, 4))
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("sweep_launch: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    import triton
+
+    os.makedirs(args.out, exist_ok=True)
+    start = time.time()
+    log = []
+    fwd, fwd_chunked, bwd, bwd_chunked = {}, {}, {}, {}
+    for element_bytes in args.element_bytes or (2, 4):
+        f, fc, b, bc = sweep(element_bytes, args.quick, log)
+        fwd[element_bytes], fwd_chunked[element_bytes], bwd[element_bytes], bwd_chunked[element_bytes] = f, fc, b, bc
+        # an element size not swept keeps the current table
+    for name, got, current in (("FORWARD", fwd, table.FORWARD), ("BACKWARD", bwd, table.BACKWARD),
+                               ("FORWARD_CHUNKED", fwd_chunked, table.FORWARD_CHUNKED),
+                               ("BACKWARD_CHUNKED", bwd_chunked, table.BACKWARD_CHUNKED)):
+        for key, value in current.items():
+            got.setdefault(key, value)
+            if isinstance(value, dict):  # keep every width below the widest register row
+                for block_n, row in value.items():
+                    if block_n < max(got[key] or [0]):
+                        got[key].setdefault(block_n, row)
+    source = (f"swept on {torch.cuda.get_device_name()} with torch {torch.__version__}, triton {triton.__version__}, "
+              f"{time.strftime('%Y-%m-%d', time.gmtime())}{' (quick)' if args.quick else ''} by scripts/sweep_launch.py")
+    text = table_text(source, fwd, fwd_chunked, bwd, bwd_chunked)
+    with open(os.path.join(args.out, "table.py"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "sweep.json"), "w") as f:
+        json.dump({"source": source, "timings": log}, f, indent=1)
+    if args.write:
+        path = table.__file__
+        body = open(path).read()
+        head, rest = body.split("# BEGIN TABLE\n", 1)
+        _, tail = rest.split("# END TABLE\n", 1)
+        with open(path, "w") as f:
+            f.write(head + "# BEGIN TABLE\n" + text + "# END TABLE\n" + tail)
+    print(text)
+    print(f"sweep took {time.time() - start:.0f} s; wrote {args.out}/table.py and sweep.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
