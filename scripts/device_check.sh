@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Everything the kernels need checked on a GPU, in one call of the device tool:
+#   1. the GPU tests (pytest -m gpu tests/gpu)
+#   2. compute-sanitizer memcheck on one pass of each kernel path
+#   3. the launch-table sweep, when SWEEP=1 (it rewrites the table this run then uses)
+#   4. layernorm bench (BENCH_OPS, default "layer_norm"; BENCH_ARGS passed through)
+# Output goes under $OUT (the device tool's folder; runs/device elsewhere). Each step runs even
+# when an earlier one failed; a summary is printed last and the exit status is 1 if any failed.
+#
+#   run: bash scripts/device_check.sh            (carry .whl for liger-kernel, if wanted)
+#   e.g. SWEEP=1 BENCH_OPS="layer_norm rms_norm" bash scripts/device_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/device}
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+summary=()
+status=0
+
+step() {  # step NAME COMMAND...: run, log, remember the verdict
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "=== $name" | tee -a "$LOG"
+  "$@" 2>&1 | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  summary+=("$(printf '%-10s %-4s %4ss' "$name" "$([ "$rc" = 0 ] && echo ok || echo FAIL:$rc)" $((SECONDS - t0)))")
+  [ "$rc" = 0 ] || status=1
+}
+
+# Wheels carried in .whl (liger-kernel: pure Python) go to a private site folder.
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
+  $PY -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda); print(torch.cuda.get_device_properties(0))"
+  $PY -c "import liger_kernel; print('liger-kernel imports')" 2>/dev/null || echo "liger-kernel: not importable"
+} 2>&1 | tee -a "$LOG"
+
+# 1. GPU tests
+step gpu-tests $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider -rf --durations=5
+
+# 2. memcheck: every kernel path once (register and chunked rows, LayerNorm / RMSNorm / add,
+#    with and without parameters, the dweight/dbias reduction). The first run compiles the
+#    kernels outside the sanitizer; the second, under it, finds them in Triton's cache.
+cat > /tmp/memcheck_paths.py <<'EOF'
+import torch
+from layernorm import ops
+
+torch.manual_seed(0)
+for n in (1000, 20000):  # 20000 > the widest register row: the chunked path
+    x = (0.5 * torch.randn(37, n, device="cuda") - 2.3).bfloat16().requires_grad_()
+    r = torch.randn(37, n, device="cuda").bfloat16().requires_grad_()
+    w = torch.randn(n, device="cuda", requires_grad=True)
+    b = torch.randn(n, device="cuda", requires_grad=True)
+    dy = torch.randn(37, n, device="cuda").bfloat16()
+    ops.triton_layer_norm(x, (n,), w, b, 1e-5).backward(dy)
+    ops.triton_layer_norm(x[:, : n - 3], (n - 3,), None, None, 1e-5).backward(dy[:, : n - 3])
+    ops.triton_rms_norm(x, (n,), w, 1e-5).backward(dy)
+    y, s = ops.triton_add_layer_norm(x, r, (n,), w, b, 1e-5, True)
+    torch.autograd.backward((y, s), (dy, dy.float()))
+    y, s = ops.triton_add_rms_norm(x, None, (n,), w, 1e-5)
+    torch.autograd.backward((y, s), (dy, dy))
+torch.cuda.synchronize()
+print("memcheck paths ran")
+EOF
+memcheck() {
+  $PY /tmp/memcheck_paths.py || return $?
+  if ! command -v compute-sanitizer >/dev/null; then echo "compute-sanitizer not found"; return 3; fi
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+    $PY /tmp/memcheck_paths.py 2>&1 | tee "$OUT/memcheck.txt"
+  return "${PIPESTATUS[0]}"
+}
+step memcheck memcheck
+
+# 3. sweep (optional)
+if [ "${SWEEP:-0}" = 1 ]; then
+  mkdir -p "$OUT/sweep"
+  step sweep $PY scripts/sweep_launch.py --out "$OUT/sweep" --write ${SWEEP_ARGS:-}
+fi
+
+# 4. bench
+mkdir -p "$OUT/bench"
+bench_ops=()
+for op in ${BENCH_OPS:-layer_norm}; do bench_ops+=(--op "$op"); done
+step bench $PY -m layernorm bench "${bench_ops[@]}" --out "$OUT/bench" ${BENCH_ARGS:-}
+
+echo "=== summary" | tee -a "$LOG"
+printf '%s\n' "${summary[@]}" | tee -a "$LOG"
+exit $status
