@@ -52,17 +52,29 @@ def po_path(lang: str, page: str) -> Path:
     return DOCS / "locale" / lang / "LC_MESSAGES" / f"{page}.po"
 
 
+def _messages(catalog: Catalog):
+    return [(m.id, m.string, sorted(m.flags), m.previous_id) for m in catalog if m.id]
+
+
 def update(templates: Dict[str, Catalog]) -> None:
     for lang in LANGUAGES:
         for page, template in templates.items():
             path = po_path(lang, page)
+            before = None
             if path.exists():
                 with open(path, "rb") as f:
                     catalog = read_po(f, locale=lang)
+                before = _messages(catalog)
             else:
                 catalog = Catalog(locale=lang, project="layernorm", fuzzy=False)
             catalog.update(template, no_fuzzy_matching=False)
+            catalog.project, catalog.version = "layernorm", template.version
+            catalog.copyright_holder, catalog.msgid_bugs_address = "the layernorm authors", ""
+            catalog.last_translator, catalog.language_team = "layernorm docs", lang
+            catalog.fuzzy = False
             catalog.obsolete.clear()  # git keeps the history of old messages
+            if before == _messages(catalog):
+                continue  # nothing but the dates would change
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "wb") as f:
                 write_po(f, catalog, width=0, omit_header=False, sort_output=False,

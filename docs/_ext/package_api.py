@@ -7,8 +7,9 @@ without anyone editing the docs::
        :exclude: layernorm.__main__
 
 ``:first:`` lists the modules to put at the top, in that order; the others
-follow in alphabetical order. ``:exclude:`` lists modules to leave out (a
-``__main__`` would run when imported).
+follow in alphabetical order. ``:exclude:`` lists modules to leave out;
+private modules (``_name``) and ``__main__`` (it would run when imported) are
+always left out.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def find_modules(package: str, exclude=()) -> List[str]:
         for info in pkgutil.walk_packages(root.__path__, package + "."):
             names.append(info.name)
     excluded = set(exclude)
-    return [n for n in names if n not in excluded and n.rsplit(".", 1)[-1] != "__main__"]
+    # Leave out __main__ (importing it runs the program) and private modules.
+    return [n for n in names if n not in excluded and not n.rsplit(".", 1)[-1].startswith("_")]
 
 
 def _names_of_submodules(name: str, modules: List[str]) -> List[str]:
