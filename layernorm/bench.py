@@ -87,7 +87,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pass", dest="passes", action="append", choices=PASSES,
                         help="pass to time (repeatable; default all three)")
     parser.add_argument("--impl", action="append",
-                        help="only these implementations (repeatable): layernorm, torch, torch.compile, liger")
+                        help="only these implementations (repeatable): layernorm, torch, torch.compile, liger, "
+                             "liger fused, add + layernorm")
     parser.add_argument("--rep", type=int, default=100, help="do_bench rep in ms (default 100)")
     parser.add_argument("--warmup", type=int, default=25, help="do_bench warmup in ms (default 25)")
     parser.add_argument("--out", default="runs/bench", help="folder for results.json and the plots")
@@ -147,7 +148,8 @@ def _liger_norm(op: str):
         if _is_rms(op):
             from liger_kernel.ops.rms_norm import LigerRMSNormFunction
 
-            return lambda x, w, b, eps: LigerRMSNormFunction.apply(x, w, eps)
+            # in_place=False: its default writes dx over dy, which the timing loop reuses
+            return lambda x, w, b, eps: LigerRMSNormFunction.apply(x, w, eps, 0.0, "llama", False)
         from liger_kernel.ops.layer_norm import LigerLayerNormFunction
 
         return lambda x, w, b, eps: LigerLayerNormFunction.apply(x, w, b, eps)
@@ -162,6 +164,13 @@ def implementations(op: str, wanted: Optional[List[str]]) -> Dict[str, Callable]
     liger = _liger_norm(op)
     if liger is not None:
         impls["liger"] = _with_add(op, liger)
+    if op == "add_rms_norm":
+        try:
+            from liger_kernel.ops.fused_add_rms_norm import LigerFusedAddRMSNormFunction
+
+            impls["liger fused"] = lambda x, r, w, b, eps: LigerFusedAddRMSNormFunction.apply(x, r, w, eps)
+        except Exception:
+            pass
     if _is_add(op):
         plain = _ours(op[len("add_"):])
         impls["add + layernorm"] = _with_add(op, lambda x, w, b, eps: plain(x, None, w, b, eps)[0])
