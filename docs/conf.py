@@ -38,7 +38,10 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "README.md", "locale", "kernels-notes.md", "**/.ipynb_checkpoints"]
+# Only these pages are built: other files under docs/ (README.md, working notes
+# such as kernels-notes.md) are not pages of the site.
+include_patterns = ["index.rst", "api.rst", "annotated/*.rst", "benchmarks.md", "experiments.md"]
+exclude_patterns = ["_build", "locale"]
 templates_path = ["_templates"]
 html_static_path = ["_static"]
 
@@ -64,8 +67,10 @@ autodoc_mock_imports = [] if importlib.util.find_spec("triton") else ["triton"]
 # --- MyST (benchmarks.md, experiments.md) ---
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
-# Pages written by others may start at ##, or link to files outside docs/.
-suppress_warnings = ["myst.header"]
+# benchmarks.md and experiments.md are also read on GitHub, where they may start
+# at ## and link to files of the repository outside docs/ (scripts, JSON
+# results), which are no pages of this site: such a link shows as text here.
+suppress_warnings = ["myst.header", "myst.xref_missing"]
 
 # --- Math ---
 # Rendered in the browser by MathJax, from its CDN (Sphinx's default). For pages
