@@ -87,7 +87,7 @@ def forward_candidates(block_n, single, quick):
                     out.append(Launch(rows, block_n, warps, True))
     else:
         for chunk in (2048, 4096, 8192, 16384):
-            for warps in (4, 8, 16):
+            for warps in (4, 8, 16, 32):
                 if chunk / (warps * 32) >= 4:
                     out.append(Launch(1, chunk, warps, False))
     return out[:: 2] if quick and len(out) > 6 else out
@@ -107,9 +107,9 @@ def backward_candidates(block_n, single, quick):
                     out += [Launch(rows, block_n, warps, True, p) for p in pps]
     else:
         for chunk in (1024, 2048, 4096, 8192):
-            for warps in (4, 8, 16):
+            for warps in (4, 8, 16, 32):
                 if chunk / (warps * 32) >= 2:
-                    out += [Launch(1, chunk, warps, False, p) for p in pps]
+                    out += [Launch(1, chunk, warps, False, p) for p in (0.25, 0.5) + pps]
     return out[:: 2] if quick and len(out) > 8 else out
 
 

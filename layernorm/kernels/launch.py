@@ -96,7 +96,7 @@ def norm_backward(
         return dx, None if dw is None else dw.zero_(), None if db is None else db.zero_()
     launch = table.backward_launch(n, x.element_size())
     num_blocks = triton_cdiv(m, launch.block_m)
-    programs = table.forced_programs() or launch.programs_per_sm * _sm_count(x.device)
+    programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x.device))
     programs = max(1, min(programs, num_blocks))  # every program owns at least one block
     dw_partial = _alloc((programs, n), torch.float32, x.device) if has_weight else rstd
     db_partial = _alloc((programs, n), torch.float32, x.device) if has_bias else rstd

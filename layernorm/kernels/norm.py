@@ -106,9 +106,11 @@ def norm_fwd_kernel(
         tl.store(RSTD + rows, rstd, mask=row_mask)
         if not IS_RMS:
             tl.store(MEAN + rows, mean, mask=row_mask)
-        # Pass 2: normalise and write; the row comes back from L2 (or from r' just written).
-        for start in range(0, N, BLOCK_N):
-            c = start + cols
+        # Pass 2: normalise and write, last chunk first: the chunks read last are the likeliest
+        # still in L2 (or, for the fused add, r' just written).
+        num_chunks = (N + BLOCK_N - 1) // BLOCK_N
+        for i in range(0, num_chunks):
+            c = (num_chunks - 1 - i) * BLOCK_N + cols
             col_mask = c < N
             mask = row_mask[:, None] & col_mask[None, :]
             if STORE_RESIDUAL:
@@ -147,7 +149,7 @@ def norm_bwd_kernel(
     gradient reaching r' directly, added to dx.
     """
     pid = tl.program_id(0)
-    num_blocks = tl.cdiv(M, BLOCK_M)
+    num_blocks = (M + BLOCK_M - 1) // BLOCK_M
     cols = tl.arange(0, BLOCK_N)
     partial_row = pid.to(tl.int64) * N
 
@@ -219,8 +221,10 @@ def norm_bwd_kernel(
             c2 = sum_g / N
             # Pass 2: dx, and this program's private partial rows of dweight / dbias
             # (read-modify-write; the program's first block, block == pid, writes them fresh).
-            for start in range(0, N, BLOCK_N):
-                c = start + cols
+            # Last chunk first, as in the forward: those chunks of x and dy are still in L2.
+            num_chunks = (N + BLOCK_N - 1) // BLOCK_N
+            for i in range(0, num_chunks):
+                c = (num_chunks - 1 - i) * BLOCK_N + cols
                 col_mask = c < N
                 mask = row_mask[:, None] & col_mask[None, :]
                 x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)

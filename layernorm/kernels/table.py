@@ -13,7 +13,8 @@ Reading the table:
   ``FORWARD_CHUNKED[element_bytes] = (chunk, rows_per_program, num_warps)``.
 - ``BACKWARD[element_bytes][block_n] = (rows_per_program, num_warps,
   programs_per_sm)``: the persistent grid has ``programs_per_sm`` programs per
-  multiprocessor (fewer when there are fewer row blocks);
+  multiprocessor (fewer when there are fewer row blocks; a fraction leaves
+  SMs idle so that the chunked path's partial rows stay in L2);
   ``BACKWARD_CHUNKED`` likewise with the chunk first.
 """
 
@@ -33,7 +34,7 @@ FORWARD = {
         128: (32, 4), 256: (16, 4), 512: (8, 4), 1024: (4, 8), 2048: (2, 8), 4096: (1, 8),
         8192: (1, 16), 16384: (1, 16)},
 }
-FORWARD_CHUNKED = {2: (8192, 1, 16), 4: (4096, 1, 16)}
+FORWARD_CHUNKED = {2: (16384, 1, 32), 4: (8192, 1, 32)}
 BACKWARD = {
     2: {1: (64, 4, 2), 2: (64, 4, 2), 4: (64, 4, 2), 8: (64, 4, 2), 16: (64, 4, 2), 32: (32, 4, 2),
         64: (16, 4, 2), 128: (16, 4, 2), 256: (8, 4, 2), 512: (4, 4, 2), 1024: (4, 8, 2),
@@ -59,7 +60,7 @@ class Launch:
     block_n: int
     num_warps: int
     single_chunk: bool
-    programs_per_sm: int = 1
+    programs_per_sm: float = 1
 
 
 def next_power_of_2(n: int) -> int:
