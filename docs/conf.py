@@ -96,8 +96,18 @@ def _copy_local_mathjax(app, exception):
         shutil.copytree(_local_mathjax / fonts, target / fonts, dirs_exist_ok=True)
 
 
+def _short_reference_docstring(app, what, name, obj, options, lines):
+    """The API page shows the first paragraph of reference.py's module docstring
+    and links to the annotated page, which renders the whole of it beside the code."""
+    if what == "module" and name == "layernorm.reference":
+        first = lines.index("") if "" in lines else len(lines)
+        lines[first:] = ["", "The math, the derivation of the backward pass and the code, side by side:",
+                         ":doc:`/annotated/reference`.", ""]
+
+
 def setup(app):
     app.connect("build-finished", _copy_local_mathjax)
+    app.connect("autodoc-process-docstring", _short_reference_docstring)
 
 
 # --- HTML ---

@@ -9,6 +9,7 @@ extra; CI installs them through the ``test`` extra).
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -50,6 +51,7 @@ def built(tmp_path_factory):
     result = subprocess.run(
         ["bash", str(ROOT / "scripts" / "build_docs.sh"), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHON": sys.executable},  # the interpreter running the tests
     )
     return out / "html", result
 
@@ -96,6 +98,8 @@ def test_annotated_page_has_rendered_math(built, lang):
 def test_annotated_page_speaks_the_language(built, lang):
     text = page(built, lang, "annotated/reference")
     assert f'<html lang="{lang.replace("_", "-")}"' in text
+    for other in LANGUAGES:  # the sidebar links to this page in every language
+        assert f'href="../../{other}/annotated/reference.html"' in text
     missing = [p for p in MUST[lang] if p not in text]
     assert not missing, f"{lang}: missing {missing}"
     wrong = [p for p in MUST_NOT[lang] if p in text]
