@@ -167,9 +167,9 @@ def sweep(element_bytes, quick, log):
         return rows
 
     def chunked_row(times, with_programs):
-        # the widest measured width decides: that is where the chunked path must hold up
-        ms, cand = times[max(times)]
-        return (cand.block_n, cand.block_m, cand.num_warps) + ((cand.programs_per_sm,) if with_programs else ())
+        # one row per measured width; the lookup takes the nearest wider one
+        return {n: (cand.block_n, cand.block_m, cand.num_warps) + ((cand.programs_per_sm,) if with_programs else ())
+                for n, (ms, cand) in sorted(times.items())}
 
     best_fwd_chunked = chunked_row(chunked_fwd_times, False)
     best_bwd_chunked = chunked_row(chunked_bwd_times, True)

@@ -10,7 +10,9 @@ Reading the table:
 - ``FORWARD[element_bytes][block_n] = (rows_per_program, num_warps)``: a row
   of width up to ``block_n`` is held in registers, ``rows_per_program`` rows
   per program. Wider rows than the largest key take the chunked path,
-  ``FORWARD_CHUNKED[element_bytes] = (chunk, rows_per_program, num_warps)``.
+  ``FORWARD_CHUNKED[element_bytes][block_n] = (chunk, rows_per_program,
+  num_warps)``: the row of the smallest ``block_n`` key at least as wide, or
+  of the widest key.
 - ``BACKWARD[element_bytes][block_n] = (rows_per_program, num_warps,
   programs_per_sm)``: the persistent grid has ``programs_per_sm`` programs per
   multiprocessor (fewer when there are fewer row blocks; a fraction leaves
@@ -34,7 +36,7 @@ FORWARD = {
         128: (32, 4), 256: (16, 4), 512: (8, 4), 1024: (4, 8), 2048: (2, 8), 4096: (1, 8),
         8192: (1, 16), 16384: (1, 16)},
 }
-FORWARD_CHUNKED = {2: (16384, 1, 32), 4: (8192, 1, 32)}
+FORWARD_CHUNKED = {2: {65536: (16384, 1, 32)}, 4: {65536: (8192, 1, 32)}}
 BACKWARD = {
     2: {1: (64, 4, 2), 2: (64, 4, 2), 4: (64, 4, 2), 8: (64, 4, 2), 16: (64, 4, 2), 32: (32, 4, 2),
         64: (16, 4, 2), 128: (16, 4, 2), 256: (8, 4, 2), 512: (4, 4, 2), 1024: (4, 8, 2),
@@ -43,7 +45,8 @@ BACKWARD = {
         64: (16, 4, 2), 128: (16, 4, 2), 256: (8, 4, 2), 512: (4, 4, 2), 1024: (2, 8, 2),
         2048: (1, 8, 2), 4096: (1, 8, 2), 8192: (1, 16, 1)},
 }
-BACKWARD_CHUNKED = {2: (4096, 1, 16, 1), 4: (2048, 1, 16, 1)}
+BACKWARD_CHUNKED = {2: {16384: (4096, 1, 16, 1), 65536: (4096, 1, 16, 0.5)},
+                    4: {16384: (2048, 1, 16, 1), 65536: (2048, 1, 16, 0.5)}}
 # END TABLE
 
 # The dweight/dbias reduction: partial rows summed BLOCK_P at a time over BLOCK_N columns.
@@ -96,7 +99,7 @@ def _element_key(element_bytes: int) -> int:
     return 2 if element_bytes <= 2 else 4
 
 
-def _lookup(single: dict, chunked: tuple, n: int, element_bytes: int, backward: bool) -> Launch:
+def _lookup(single: dict, chunked: dict, n: int, element_bytes: int, backward: bool) -> Launch:
     if "launch" in _forced:
         return _forced["launch"]
     rows = single[_element_key(element_bytes)]
@@ -106,7 +109,8 @@ def _lookup(single: dict, chunked: tuple, n: int, element_bytes: int, backward: 
         params = rows[block_n]
         launch = Launch(params[0], block_n, params[1], True, params[2] if backward else 1)
     else:
-        params = chunked[_element_key(element_bytes)]
+        widths = chunked[_element_key(element_bytes)]
+        params = widths[min((w for w in widths if w >= block_n), default=max(widths))]
         chunk = _forced.get("chunk", params[0])
         launch = Launch(params[1], chunk, params[2], False, params[3] if backward else 1)
     if "rows_per_program" in _forced:
