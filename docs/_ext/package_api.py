@@ -20,6 +20,7 @@ from typing import List
 
 from docutils import nodes
 from docutils.statemachine import StringList
+from sphinx.ext.autodoc.mock import mock
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
@@ -33,7 +34,7 @@ def find_modules(package: str, exclude=()) -> List[str]:
     if hasattr(root, "__path__"):
         # walk_packages imports subpackages to look inside them; the modules
         # themselves are imported later by autodoc, which reports any failure.
-        for info in pkgutil.walk_packages(root.__path__, package + "."):
+        for info in pkgutil.walk_packages(root.__path__, package + ".", onerror=lambda name: None):
             names.append(info.name)
     excluded = set(exclude)
     # Leave out __main__ (importing it runs the program) and private modules.
@@ -47,7 +48,12 @@ def _names_of_submodules(name: str, modules: List[str]) -> List[str]:
     module; documenting both under one name is a duplicate. The function is
     documented in its module (``layernorm.patch.patch``).
     """
-    module = importlib.import_module(name)
+    if not any(m.startswith(name + ".") for m in modules):
+        return []  # not a package: nothing to clash with
+    try:
+        module = importlib.import_module(name)
+    except Exception:
+        return []  # autodoc will report why it cannot be imported
     if not hasattr(module, "__path__"):
         return []
     return [n for n in getattr(module, "__all__", []) if f"{name}.{n}" in modules]
@@ -63,7 +69,10 @@ class PackageAPI(SphinxDirective):
 
     def run(self) -> List[nodes.Node]:
         package = self.arguments[0]
-        modules = find_modules(package, self.options.get("exclude", ()))
+        # Import as autodoc will: with the modules of autodoc_mock_imports mocked.
+        with mock(self.config.autodoc_mock_imports):
+            modules = find_modules(package, self.options.get("exclude", ()))
+            clashes = {name: _names_of_submodules(name, modules) for name in modules}
         first = [m for m in self.options.get("first", []) if m in modules]
         ordered = first + sorted(m for m in modules if m not in first)
         underline = self.options.get("underline", "-")
@@ -75,9 +84,8 @@ class PackageAPI(SphinxDirective):
                       f".. automodule:: {name}",
                       "   :members:",
                       "   :show-inheritance:"]
-            clashes = _names_of_submodules(name, modules)
-            if clashes:
-                lines.append("   :exclude-members: " + ", ".join(clashes))
+            if clashes[name]:
+                lines.append("   :exclude-members: " + ", ".join(clashes[name]))
             lines.append("")
         content = StringList()
         source, line = self.get_source_info()
