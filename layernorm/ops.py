@@ -26,6 +26,7 @@ at the first launch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
@@ -69,6 +70,13 @@ def _rows(t: Tensor, m: int, n: int) -> Tensor:
     return rows
 
 
+def _on_device_of(x: Tensor):
+    """Triton launches on the current CUDA device: make it x's for the call."""
+    if x.is_cuda and x.device.index != torch.cuda.current_device():
+        return torch.cuda.device(x.device)
+    return contextlib.nullcontext()
+
+
 def _num_rows(x: Tensor, normalized_ndim: int) -> int:
     return math.prod(x.shape[: x.dim() - normalized_ndim])
 
@@ -96,13 +104,14 @@ def _forward(
     r_dtype = None
     if store_residual:
         r_dtype = torch.float32 if residual_in_fp32 else x.dtype
-    y, r_out, mean, rstd = norm_forward(
-        _rows(x, m, n),
-        None if residual is None else _rows(residual, m, n),
-        None if weight is None else weight.reshape(n),
-        None if bias is None else bias.reshape(n),
-        eps, is_rms, r_dtype,
-    )
+    with _on_device_of(x):
+        y, r_out, mean, rstd = norm_forward(
+            _rows(x, m, n),
+            None if residual is None else _rows(residual, m, n),
+            None if weight is None else weight.reshape(n),
+            None if bias is None else bias.reshape(n),
+            eps, is_rms, r_dtype,
+        )
     return (
         y.view(x.shape),
         _placeholder(x) if r_out is None else r_out.view(x.shape),
@@ -126,16 +135,17 @@ def _backward(
 
     m = _num_rows(x, normalized_ndim)
     n = x.numel() // m if m else math.prod(x.shape[x.dim() - normalized_ndim:])
-    dx, dw, db = norm_backward(
-        _rows(dy, m, n),
-        _rows(x, m, n),
-        None if dres is None else _rows(dres, m, n),
-        None if is_rms else mean,
-        rstd,
-        None if weight is None else weight.reshape(n),
-        None if bias is None else bias.dtype,
-        is_rms,
-    )
+    with _on_device_of(x):
+        dx, dw, db = norm_backward(
+            _rows(dy, m, n),
+            _rows(x, m, n),
+            None if dres is None else _rows(dres, m, n),
+            None if is_rms else mean,
+            rstd,
+            None if weight is None else weight.reshape(n),
+            None if bias is None else bias.dtype,
+            is_rms,
+        )
     return (
         dx.view(x.shape),
         None if dw is None else dw.view(weight.shape),
