@@ -40,9 +40,18 @@ def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[s
 
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    import torch
+
     module = importlib.import_module(f".{EXPERIMENTS[name]}", __name__)
-    seed_everything(seed)
-    return module.run(out=Path(out), smoke=smoke, device=resolve_device(device), seed=seed, data=data)
+    device = resolve_device(device)
+    threads = torch.get_num_threads()
+    # These models are small: one thread is as fast as several, and the same on every machine.
+    torch.set_num_threads(1)
+    try:
+        seed_everything(seed)
+        return module.run(out=Path(out), smoke=smoke, device=device, seed=seed, data=data)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

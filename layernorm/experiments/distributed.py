@@ -1,0 +1,313 @@
+"""Data parallelism: LayerNorm's training does not depend on the number of processes.
+
+Claim (Ba et al., 2016, section 1): batch normalization ties each example's
+output to the other examples of its mini-batch. Under data parallelism every
+process normalizes with the statistics of its own shard, so the same global
+batch trains differently on 1, 2 or 4 processes - unless the statistics are
+synchronized across processes (SyncBatchNorm), which costs a collective per
+layer per step in the forward pass and another in the backward. Layer
+normalization works per example: its training is the same on any number of
+processes, with no extra communication.
+
+Here: an MNIST-1D MLP trained with ``DistributedDataParallel`` on 1, 2 and 4
+spawned processes (gloo on CPU, NCCL on GPUs), always at a global batch of
+64 examples - the same examples in the same order, split evenly across the
+processes. For each normalization: the training loss of the global batch at
+every step, and the number and time of the collectives.
+
+PyTorch's ``SyncBatchNorm`` runs only on GPUs (on a CPU it raises "expected
+input tensor to be on GPU"), so on a CPU ``syncbatchnorm`` is
+:class:`CrossProcessBatchNorm1d` below: BatchNorm whose statistics are summed
+over all processes with one all_reduce forward and one backward - the same
+number of collectives per layer as PyTorch's.
+
+Collectives are counted by wrapping them: DDP's gradient all_reduce through a
+communication hook, the normalization's through its own autograd function.
+Their time is wall time inside the call, waiting for the other processes
+included.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ._common import LABELS, Timer, finish, make_norm, mnist1d, mlp, progress, pyplot, save_figure
+
+NORMS = ("layernorm", "batchnorm", "syncbatchnorm")
+GLOBAL_BATCH = 64
+# Each process keeps its own BatchNorm running statistics (no broadcast from
+# process 0 each step); the keyword was renamed in newer PyTorch.
+NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                  if "forward_sync_buffers" in torch.nn.parallel.DistributedDataParallel.__init__.__code__.co_varnames
+                  else {"broadcast_buffers": False})
+
+
+# ---- counted collectives ---------------------------------------------------
+
+COUNTS: dict = defaultdict(lambda: [0, 0.0])  # kind -> [calls, seconds], per process
+_all_reduce = dist.all_reduce  # the original, before count_sync_batchnorm wraps it
+
+
+def counted_all_reduce(tensor: torch.Tensor, kind: str) -> None:
+    start = time.perf_counter()
+    _all_reduce(tensor)
+    if tensor.is_cuda:
+        torch.cuda.synchronize()
+    COUNTS[kind][0] += 1
+    COUNTS[kind][1] += time.perf_counter() - start
+
+
+def ddp_counting_hook(state, bucket):
+    """DDP communication hook: average one gradient bucket, counted."""
+    buffer = bucket.buffer()
+    counted_all_reduce(buffer, "all_reduce: DDP gradients")
+    buffer.div_(dist.get_world_size())
+    future = torch.futures.Future()
+    future.set_result(buffer)
+    return future
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of a sum is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        tensor = tensor.clone()
+        counted_all_reduce(tensor, "all_reduce: BatchNorm statistics (forward)")
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        counted_all_reduce(grad, "all_reduce: BatchNorm statistics (backward)")
+        return grad
+
+
+class CrossProcessBatchNorm1d(torch.nn.BatchNorm1d):
+    r"""BatchNorm1d over the union of every process's batch (SyncBatchNorm for CPUs).
+
+    Each process sums :math:`x - K`, :math:`(x - K)^2` and its count; one
+    all_reduce adds them up. :math:`K` is the running mean, identical on every
+    process because the statistics are: shifting by it keeps the one-pass
+    variance :math:`\mathrm{E}[(x-K)^2] - (\mathrm{E}[x-K])^2` precise.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not dist.is_initialized():
+            return super().forward(x)
+        shift = self.running_mean.detach()
+        d = x - shift
+        local = torch.cat([d.sum(0), (d * d).sum(0), x.new_full((1,), x.shape[0])])
+        total = _AllReduceSum.apply(local)
+        n = total[-1]
+        mean_d, mean_d2 = total[:self.num_features] / n, total[self.num_features:-1] / n
+        var = mean_d2 - mean_d * mean_d
+        mean = shift + mean_d
+        with torch.no_grad():  # the running statistics, as BatchNorm1d keeps them
+            self.num_batches_tracked += 1
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / (n - 1), self.momentum)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        return y * self.weight + self.bias
+
+
+def count_sync_batchnorm() -> None:
+    """On GPUs the synced norm is torch.nn.SyncBatchNorm, which calls these
+    collectives from Python: wrap them to count (and time) the calls."""
+    for name in ("all_reduce", "all_gather", "all_gather_into_tensor"):
+        original = getattr(dist, name)
+
+        def wrapped(*args, _original=original, _kind=f"{name}: SyncBatchNorm", **kwargs):
+            start = time.perf_counter()
+            work = _original(*args, **kwargs)
+            torch.cuda.synchronize()
+            COUNTS[_kind][0] += 1
+            COUNTS[_kind][1] += time.perf_counter() - start
+            return work
+
+        setattr(dist, name, wrapped)
+
+
+def make_norm_distributed(kind: str, width: int) -> torch.nn.Module:
+    if kind != "syncbatchnorm":
+        return make_norm(kind, width)
+    return CrossProcessBatchNorm1d(width)
+
+
+# ---- one process -----------------------------------------------------------
+
+
+def train_one(norm: str, data, cfg: dict, device: torch.device) -> dict:
+    """Train one model on this process's shards; return losses and counts."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(cfg["seed"])  # the same initial weights on every process
+    model = mlp(norm, make=make_norm_distributed)
+    if norm == "syncbatchnorm" and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, **NO_BUFFER_SYNC)
+    ddp.register_comm_hook(None, ddp_counting_hook)
+    opt = torch.optim.Adam(ddp.parameters(), lr=cfg["lr"])
+    x, y = data["x"].to(device), data["y"].to(device)
+    order = torch.Generator().manual_seed(cfg["seed"])  # the same global batches on every process
+    shard = GLOBAL_BATCH // world
+    COUNTS.clear()
+    losses = torch.zeros(cfg["steps"], device=device)
+    dist.barrier()
+    start = time.perf_counter()
+    steps = range(cfg["steps"])
+    for step in progress(steps, desc=f"{norm} x{world}") if rank == 0 else steps:
+        idx = torch.randint(len(x), (GLOBAL_BATCH,), generator=order)[rank * shard:(rank + 1) * shard].to(device)
+        loss = F.cross_entropy(ddp(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses[step] = loss.detach() / world  # summed over processes below: the global batch's loss
+    seconds = time.perf_counter() - start
+    _all_reduce(losses)  # for the log only; not counted
+    model.eval()
+    with torch.no_grad():
+        test_loss = F.cross_entropy(model(data["x_test"].to(device)), data["y_test"].to(device)).item()
+    return {"losses": losses.tolist(), "seconds": seconds, "test_loss_rank0": test_loss,
+            "collectives": {k: list(v) for k, v in COUNTS.items()}}
+
+
+def worker(rank: int, world: int, port: int, data, cfg: dict, result_path: str) -> None:
+    torch.set_num_threads(1)
+    cuda = cfg["device"].startswith("cuda")
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=rank, world_size=world)
+    device = torch.device(f"cuda:{rank}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+        count_sync_batchnorm()
+    try:
+        results = {norm: train_one(norm, data, cfg, device) for norm in NORMS}
+        if rank == 0:
+            torch.save(results, result_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(world: int, data, cfg: dict) -> dict:
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "results.pt")
+        mp.start_processes(worker, args=(world, free_port(), data, cfg, path), nprocs=world,
+                           start_method="spawn", join=True)
+        return torch.load(path)
+
+
+# ---- the experiment --------------------------------------------------------
+
+
+def plot(results: dict, worlds, out: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(NORMS), figsize=(15, 4), sharey=True)
+    for ax, norm in zip(axes, NORMS):
+        for world in worlds:
+            losses = results[world][norm]["losses"]
+            ax.plot(range(1, len(losses) + 1), losses, lw=1, label=f"{world} process{'es' if world > 1 else ''}")
+        ax.set_title(LABELS[norm] + (" (all_reduce, ours)" if norm == "syncbatchnorm" else ""))
+        ax.set_xlabel("step (global batch 64)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_ylabel("training loss")
+    fig.suptitle("DistributedDataParallel: the loss curve on 1, 2 and 4 processes")
+    save_figure(fig, out / "loss_curves.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for norm in NORMS:
+        for world in worlds[1:]:
+            a, b = results[world][norm]["losses"], results[worlds[0]][norm]["losses"]
+            ax.plot([abs(u - v) + 1e-12 for u, v in zip(a, b)], lw=1,
+                    ls="-" if world == worlds[-1] else ":", label=f"{LABELS[norm]}, {world} processes")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"|loss - loss on {worlds[0]} process| (+1e-12)")
+    ax.set_title("How far each curve moves from the 1-process curve")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, out / "loss_difference.png")
+
+
+def run(out: Path, smoke: bool, device: str, seed: int, data: Optional[Path] = None) -> dict:
+    timer = Timer()
+    dataset = mnist1d(1_000 if smoke else 5_000)
+    worlds = [1, 2, 4]
+    if device.startswith("cuda"):
+        worlds = [w for w in worlds if w <= torch.cuda.device_count()]
+    cfg = {"steps": 20 if smoke else 300, "lr": 2e-3, "seed": seed, "device": device}
+    results = {}
+    for world in worlds:
+        print(f"spawning {world} process{'es' if world > 1 else ''} ...", flush=True)
+        results[world] = spawn(world, dataset, cfg)
+
+    rows = []
+    for world in worlds:
+        for norm in NORMS:
+            r = results[world][norm]
+            for step, loss in enumerate(r["losses"], 1):
+                rows.append({"norm": norm, "processes": world, "step": step, "train_loss": loss})
+    collective_rows = []
+    for world in worlds:
+        for norm in NORMS:
+            r = results[world][norm]
+            for kind, (calls, seconds) in sorted(r["collectives"].items()):
+                collective_rows.append({"norm": norm, "processes": world, "collective": kind,
+                                        "calls_per_step": calls / cfg["steps"],
+                                        "ms_per_step": 1e3 * seconds / cfg["steps"]})
+    plot(results, worlds, out)
+
+    last = worlds[-1]
+    gap = {norm: {w: max(abs(a - b) for a, b in zip(results[w][norm]["losses"], results[1][norm]["losses"]))
+                  for w in worlds} for norm in NORMS}
+    step_ms = {norm: {w: 1e3 * results[w][norm]["seconds"] / cfg["steps"] for w in worlds} for norm in NORMS}
+    calls = {norm: {w: sum(c for c, _ in results[w][norm]["collectives"].values()) / cfg["steps"] for w in worlds}
+             for norm in NORMS}
+    coll_ms = {norm: {w: 1e3 * sum(s for _, s in results[w][norm]["collectives"].values()) / cfg["steps"]
+                      for w in worlds} for norm in NORMS}
+    holds = gap["layernorm"][last] < 1e-3 and gap["batchnorm"][last] > 10 * gap["layernorm"][last]
+    verdict = (
+        f"{'supported' if holds else 'refuted'}: largest loss difference from 1 process at {last} processes: "
+        f"LayerNorm {gap['layernorm'][last]:.1e}, BatchNorm {gap['batchnorm'][last]:.1e}, synced BatchNorm "
+        f"{gap['syncbatchnorm'][last]:.1e}; collectives per step at {last} processes: LayerNorm "
+        f"{calls['layernorm'][last]:.0f} ({coll_ms['layernorm'][last]:.2f} ms), synced BatchNorm "
+        f"{calls['syncbatchnorm'][last]:.0f} ({coll_ms['syncbatchnorm'][last]:.2f} ms); step time "
+        f"{step_ms['layernorm'][last]:.1f} vs {step_ms['syncbatchnorm'][last]:.1f} ms"
+    )
+    summary = {
+        "claim": "LayerNorm's loss curve does not depend on the number of processes; BatchNorm's does unless synced",
+        "supported": holds,
+        "processes": worlds,
+        "global_batch": GLOBAL_BATCH,
+        "max_loss_difference_from_1_process": gap,
+        "collectives_per_step": calls,
+        "collective_ms_per_step": coll_ms,
+        "step_ms": step_ms,
+        "final_train_loss": {n: {w: results[w][n]["losses"][-1] for w in worlds} for n in NORMS},
+        "test_loss_rank0": {n: {w: results[w][n]["test_loss_rank0"] for w in worlds} for n in NORMS},
+        "collectives": collective_rows,
+        "syncbatchnorm": "torch.nn.SyncBatchNorm" if device.startswith("cuda") else
+                         "CrossProcessBatchNorm1d (torch.nn.SyncBatchNorm raises on CPU tensors)",
+        "backend": "nccl" if device.startswith("cuda") else "gloo",
+    }
+    return finish("distributed", out, rows, summary, verdict, {"smoke": smoke, "device": device, **cfg}, timer)
