@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
         --no-strict) STRICT=(); shift ;;
         --update-po) PO_ACTION=update; shift ;;
         --check-po) PO_ACTION=check; shift ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build_docs.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
