@@ -38,9 +38,11 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-# Only these pages are built: other files under docs/ (README.md, working notes
-# such as kernels-notes.md) are not pages of the site.
-include_patterns = ["index.rst", "api.rst", "annotated/*.rst", "benchmarks.md", "experiments.md"]
+# Only these pages are built (docs/README.md, for instance, is not a page). The
+# Markdown pages are written with the kernels and the experiments; the front
+# page lists those that exist.
+include_patterns = ["index.rst", "api.rst", "annotated/*.rst",
+                    "benchmarks.md", "kernels-notes.md", "experiments.md"]
 exclude_patterns = ["_build", "locale"]
 templates_path = ["_templates"]
 html_static_path = ["_static"]
