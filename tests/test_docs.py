@@ -190,7 +190,7 @@ def test_api_reference_documents_every_module(built):
 
 def test_measurement_pages_are_included_once_written(built):
     html, _ = built
-    for name in ["benchmarks", "experiments"]:
+    for name in ["benchmarks", "kernels-notes", "experiments"]:
         if (DOCS / f"{name}.md").exists():
             assert (html / "en" / f"{name}.html").is_file(), f"docs/{name}.md exists but was not built"
             assert f'href="{name}.html"' in page(built, "en", "index")
