@@ -79,15 +79,35 @@ myst_heading_anchors = 3
 suppress_warnings = ["myst.header", "myst.xref_missing"]
 
 # --- Math ---
-# Rendered in the browser by MathJax, from its CDN (Sphinx's default). For pages
-# that need no network, set LAYERNORM_MATHJAX_DIR to a local copy of MathJax 3's
-# es5/ folder (``npm pack mathjax@3`` and unpack it: package/es5): tex-chtml.js
-# and its fonts (about 1.5 MB) are copied into _static/mathjax/ of the build.
-_local_mathjax = os.environ.get("LAYERNORM_MATHJAX_DIR")
+# Rendered in the browser by MathJax 3. The pages carry their own copy
+# (tex-chtml.js and its fonts, about 1.6 MB in _static/mathjax/), so they need
+# no network, when one is found:
+# - LAYERNORM_MATHJAX_DIR: a MathJax 3 es5/ folder (``npm pack mathjax@3``, unpacked:
+#   package/es5), or ``cdn`` to load MathJax from its CDN instead;
+# - else the pip package django-static-mathjax (in the docs extra: MathJax 3's
+#   files, no Django needed);
+# - else MathJax from its CDN (Sphinx's default).
+
+
+def _find_mathjax():
+    chosen = os.environ.get("LAYERNORM_MATHJAX_DIR", "")
+    if chosen == "cdn":
+        return None
+    if chosen:
+        folder = Path(chosen).resolve()
+        if not (folder / "tex-chtml.js").is_file():
+            raise RuntimeError(f"LAYERNORM_MATHJAX_DIR={chosen} has no tex-chtml.js")
+        return folder
+    spec = importlib.util.find_spec("mathjax")
+    if spec is not None and spec.origin:
+        folder = Path(spec.origin).parent / "static" / "mathjax" / "es5"
+        if (folder / "tex-chtml.js").is_file():
+            return folder
+    return None
+
+
+_local_mathjax = _find_mathjax()
 if _local_mathjax:
-    _local_mathjax = Path(_local_mathjax).resolve()
-    if not (_local_mathjax / "tex-chtml.js").is_file():
-        raise RuntimeError(f"LAYERNORM_MATHJAX_DIR={_local_mathjax} has no tex-chtml.js")
     mathjax_path = "mathjax/tex-chtml.js"
 
 
