@@ -21,6 +21,8 @@ import pytest
 pytest.importorskip("sphinx")
 pytest.importorskip("myst_parser")
 
+pytestmark = pytest.mark.slow  # one docs build in four languages: 20-50 s
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 LANGUAGES = ["en", "zh_CN", "ja", "si"]
