@@ -131,6 +131,23 @@ def norm_fwd_kernel(
 
 
 @triton.jit
+def _bwd_block_loads(X, DY, MEAN, RSTD, block, stride_x, stride_dy, M, N, cols, BLOCK_M: tl.constexpr,
+                     IS_RMS: tl.constexpr):
+    """x, dy (input dtype), mean, rstd of one row block; all masked off past the last row."""
+    rows = _row_offsets(block, BLOCK_M)
+    row_mask = rows < M
+    mask = row_mask[:, None] & (cols < N)[None, :]
+    x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0)
+    dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0)
+    rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+    if IS_RMS:
+        mean = tl.zeros([BLOCK_M], dtype=tl.float32)
+    else:
+        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+    return x, dy, mean, rstd
+
+
+@triton.jit
 def norm_bwd_kernel(
     DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL,
     stride_dy, stride_x, stride_dres, stride_dx,
@@ -157,19 +174,25 @@ def norm_bwd_kernel(
         col_mask = cols < N
         if HAS_WEIGHT:
             w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
-        dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        db_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        db_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        # Double buffering: the next block's loads are issued before this block's reductions,
+        # so one program per SM still keeps memory busy. Kept in the input dtype until used.
+        x_next, dy_next, mean_next, rstd_next = _bwd_block_loads(
+            X, DY, MEAN, RSTD, pid, stride_x, stride_dy, M, N, cols, BLOCK_M, IS_RMS)
         for block in range(pid, num_blocks, num_programs):
             rows = _row_offsets(block, BLOCK_M)
             row_mask = rows < M
             mask = row_mask[:, None] & col_mask[None, :]
-            x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+            x = x_next.to(tl.float32)
+            dy = dy_next.to(tl.float32)
+            mean = mean_next
+            rstd = rstd_next
+            x_next, dy_next, mean_next, rstd_next = _bwd_block_loads(
+                X, DY, MEAN, RSTD, block + num_programs, stride_x, stride_dy, M, N, cols, BLOCK_M, IS_RMS)
             if IS_RMS:
                 x_hat = x * rstd[:, None]
             else:
-                mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
                 x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
             if HAS_WEIGHT:
                 g = dy * w[None, :]
@@ -185,13 +208,13 @@ def norm_bwd_kernel(
                 dx += tl.load(DRES + rows[:, None] * stride_dres + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             tl.store(DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
             if HAS_WEIGHT:
-                dw_acc += dy * x_hat
+                dw_acc += tl.sum(dy * x_hat, axis=0)
             if HAS_BIAS:
-                db_acc += dy
+                db_acc += tl.sum(dy, axis=0)
         if HAS_WEIGHT:
-            tl.store(DW_PARTIAL + partial_row + cols, tl.sum(dw_acc, axis=0), mask=col_mask)
+            tl.store(DW_PARTIAL + partial_row + cols, dw_acc, mask=col_mask)
         if HAS_BIAS:
-            tl.store(DB_PARTIAL + partial_row + cols, tl.sum(db_acc, axis=0), mask=col_mask)
+            tl.store(DB_PARTIAL + partial_row + cols, db_acc, mask=col_mask)
     else:
         for block in range(pid, num_blocks, num_programs):
             rows = _row_offsets(block, BLOCK_M)
