@@ -16,6 +16,13 @@ dbias reduction.
 ``--write`` rewrites the literals between the BEGIN/END TABLE marks of
 layernorm/kernels/table.py; the table is always written to OUT/table.py and
 every timing to OUT/sweep.json.
+
+    python scripts/sweep_launch.py --registers
+
+needs no GPU: it compiles every row of the current table for sm_90 (all
+kernel variants) and prints registers per thread, stack frame (spills) and
+programs per SM that the registers allow, read with the cuobjdump that
+Triton ships.
 """
 
 from __future__ import annotations
@@ -188,13 +195,92 @@ def table_text(source, fwd, fwd_chunked, bwd, bwd_chunked):
     )
 
 
+# ---------------------------------------------------------------------------
+# Offline: registers and spills of the table's rows, compiled for sm_90 without a GPU.
+
+_FWD_SIG = ["X", "R", "Y", "R_OUT", "W", "B", "MEAN", "RSTD", "stride_x", "stride_r", "stride_y",
+            "stride_r_out", "M", "N", "eps"]
+_BWD_SIG = ["DY", "X", "DRES", "DX", "W", "MEAN", "RSTD", "DW_PARTIAL", "DB_PARTIAL", "stride_dy",
+            "stride_x", "stride_dres", "stride_dx", "M", "N", "num_programs"]
+
+
+def _arg_type(name, dt, wdt):
+    if name.startswith("stride") or name in ("M", "N", "num_programs"):
+        return "i32"
+    if name == "eps":
+        return "fp32"
+    if name in ("W", "B"):
+        return f"*{wdt}"
+    if name in ("MEAN", "RSTD", "DW_PARTIAL", "DB_PARTIAL"):
+        return "*fp32"
+    return f"*{dt}"
+
+
+def compiled_resources(kernel, arg_names, consts, dt, wdt, num_warps):
+    """(registers per thread, stack frame bytes) of one variant compiled for sm_90."""
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = {name: _arg_type(name, dt, wdt) for name in arg_names}
+    sig.update({name: "constexpr" for name in consts})
+    compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=consts),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
+        f.write(compiled.asm["cubin"])
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    text = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
+    os.unlink(f.name)
+    found = re.search(r"REG:(\d+) STACK:(\d+)", text)
+    return (int(found.group(1)), int(found.group(2))) if found else (-1, -1)
+
+
+def programs_per_sm(registers, num_warps):
+    threads = 32 * num_warps
+    return min(65536 // (-(-registers // 8) * 8 * threads), 2048 // threads)
+
+
+def register_report():
+    from layernorm.kernels.norm import norm_bwd_kernel, norm_fwd_kernel
+
+    print(f"{'pass':<9} {'dtype':<9} {'N':>6} {'launch':<22} {'variant':<16} {'regs':>4} {'stack':>5} {'progs/SM':>8}")
+    worst = 0
+    for element_bytes, dt in ((2, "bf16"), (4, "fp32")):
+        for n in [1, 64, 256, 768, 1024, 2048, 4096, 8192, 16384, 65536]:
+            for pass_, kernel, names, lookup in (("forward", norm_fwd_kernel, _FWD_SIG, table.forward_launch),
+                                                 ("backward", norm_bwd_kernel, _BWD_SIG, table.backward_launch)):
+                cand = lookup(n, element_bytes)
+                for variant in ("layer", "rms", "add_layer/dres"):
+                    consts = {"BLOCK_M": cand.block_m, "BLOCK_N": cand.block_n, "SINGLE_CHUNK": cand.single_chunk,
+                              "IS_RMS": variant == "rms", "HAS_WEIGHT": True, "HAS_BIAS": variant != "rms"}
+                    if pass_ == "forward":
+                        consts.update(HAS_RESIDUAL=variant.startswith("add"), STORE_RESIDUAL=variant.startswith("add"))
+                    else:
+                        consts.update(HAS_DRES=variant.startswith("add"))
+                    regs, stack = compiled_resources(kernel, names, consts, dt, "fp32", cand.num_warps)
+                    worst = max(worst, stack)
+                    shape = f"{cand.block_m}x{cand.block_n} w{cand.num_warps}{'' if cand.single_chunk else ' chunked'}"
+                    print(f"{pass_:<9} {dt:<9} {n:>6} {shape:<22} {variant:<16} {regs:>4} {stack:>5} "
+                          f"{programs_per_sm(regs, cand.num_warps):>8}", flush=True)
+    print(f"largest stack frame (spills): {worst} bytes")
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/sweep")
     parser.add_argument("--write", action="store_true", help="rewrite layernorm/kernels/table.py")
     parser.add_argument("--quick", action="store_true", help="half the candidates, shorter timing")
     parser.add_argument("--element-bytes", type=int, action="append", choices=(2, 4))
+    parser.add_argument("--registers", action="store_true",
+                        help="no GPU needed: registers and spills of the current table, compiled for sm_90")
     args = parser.parse_args()
+    if args.registers:
+        return register_report()
     if not torch.cuda.is_available():
         print("sweep_launch: needs a CUDA GPU", file=sys.stderr)
         return 2
