@@ -61,6 +61,8 @@ def triton_supported(x: Tensor) -> bool:
 
 def _rows(t: Tensor, m: int, n: int) -> Tensor:
     """``t`` as ``(m, n)`` rows with a contiguous last dim; copies only when no such view exists."""
+    if t.dim() == 2 and (t.stride(1) == 1 or n <= 1):
+        return t  # already rows (the common case; skipping the view saves host time at small M)
     try:
         rows = t.view(m, n)
     except RuntimeError:
@@ -75,6 +77,13 @@ def _on_device_of(x: Tensor):
     if x.is_cuda and x.device.index != torch.cuda.current_device():
         return torch.cuda.device(x.device)
     return contextlib.nullcontext()
+
+
+def _param(t: Optional[Tensor], n: int) -> Optional[Tensor]:
+    """weight / bias as a contiguous vector of n (the kernels index it with unit stride)."""
+    if t is None or (t.dim() == 1 and (t.stride(0) == 1 or n <= 1)):
+        return t
+    return t.reshape(n).contiguous()
 
 
 def _num_rows(x: Tensor, normalized_ndim: int) -> int:
@@ -96,7 +105,8 @@ def _forward(
     is_rms: bool,
     store_residual: bool,
     residual_in_fp32: bool,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
+    """(y, r' or None, mean or None, rstd); the row statistics are float32 of shape (M,)."""
     from .kernels.launch import norm_forward
 
     m = _num_rows(x, normalized_ndim)
@@ -108,16 +118,14 @@ def _forward(
         y, r_out, mean, rstd = norm_forward(
             _rows(x, m, n),
             None if residual is None else _rows(residual, m, n),
-            None if weight is None else weight.reshape(n),
-            None if bias is None else bias.reshape(n),
+            _param(weight, n),
+            _param(bias, n),
             eps, is_rms, r_dtype,
         )
-    return (
-        y.view(x.shape),
-        _placeholder(x) if r_out is None else r_out.view(x.shape),
-        _placeholder(x) if mean is None else mean,
-        rstd,
-    )
+    if x.dim() != 2:
+        y = y.view(x.shape)
+        r_out = None if r_out is None else r_out.view(x.shape)
+    return y, r_out, mean, rstd
 
 
 def _backward(
@@ -142,15 +150,17 @@ def _backward(
             None if dres is None else _rows(dres, m, n),
             None if is_rms else mean,
             rstd,
-            None if weight is None else weight.reshape(n),
+            _param(weight, n),
             None if bias is None else bias.dtype,
             is_rms,
         )
-    return (
-        dx.view(x.shape),
-        None if dw is None else dw.view(weight.shape),
-        None if db is None else db.view(bias.shape),
-    )
+    if x.dim() != 2:
+        dx = dx.view(x.shape)
+    if dw is not None and weight.dim() != 1:
+        dw = dw.view(weight.shape)
+    if db is not None and bias.dim() != 1:
+        db = db.view(bias.shape)
+    return dx, dw, db
 
 
 # ---------------------------------------------------------------------------
@@ -170,7 +180,9 @@ def norm_fwd(
     residual_in_fp32: bool,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y, r' or empty, mean or empty, rstd) of ``norm(x [+ residual])``."""
-    return _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32)
+    y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
+                                    residual_in_fp32)
+    return y, _placeholder(x) if r_out is None else r_out, _placeholder(x) if mean is None else mean, rstd
 
 
 @norm_fwd.register_fake
@@ -230,8 +242,7 @@ def _input_grads(ctx, dy, dr_out, saved):
     return grad_x, grad_residual, (dw if weight is not None else None), (db if bias is not None else None)
 
 
-def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, output):
-    _, r_out, mean, rstd = output
+def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd):
     ctx.save_for_backward(r_out if store_residual else x, mean, rstd, weight, bias)
     ctx.normalized_ndim = normalized_ndim
     ctx.is_rms = is_rms
@@ -243,7 +254,8 @@ def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residua
 
 def _setup_context(ctx, inputs, output):
     x, residual, weight, bias, normalized_ndim, _eps, is_rms, store_residual, _fp32 = inputs
-    _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, output)
+    _, r_out, mean, rstd = output
+    _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd)
     ctx.compiling = True
 
 
@@ -255,28 +267,39 @@ norm_fwd.register_autograd(_norm_fwd_backward, setup_context=_setup_context)
 
 
 # ---------------------------------------------------------------------------
-# Eager path: the same launches behind a plain autograd.Function.
+# Eager path: the same launches behind a plain autograd.Function, or none at all
+# when no gradient is wanted (the launch path is the whole cost at a few rows).
 
 
 class _EagerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32):
-        output = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32)
-        _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, output)
+        y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
+                                        residual_in_fp32)
+        _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd)
         ctx.compiling = False
-        ctx.mark_non_differentiable(output[2], output[3])
-        return output
+        return (y, r_out) if store_residual else y
 
     @staticmethod
-    def backward(ctx, dy, dr_out, _dmean, _drstd):
-        return (*_input_grads(ctx, dy, dr_out, ctx.saved_tensors), None, None, None, None, None)
+    def backward(ctx, *grads):
+        dr_out = grads[1] if ctx.store_residual else None
+        return (*_input_grads(ctx, grads[0], dr_out, ctx.saved_tensors), None, None, None, None, None)
+
+
+def _wants_grad(*tensors: Optional[Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32):
+    """y, or (y, r') when ``store_residual``."""
     args = (x, residual, weight, bias, len(normalized_shape), float(eps), is_rms, store_residual, residual_in_fp32)
     if torch.compiler.is_compiling():
-        return norm_fwd(*args)
-    return _EagerNorm.apply(*args)
+        y, r_out, _, _ = norm_fwd(*args)
+    elif _wants_grad(x, residual, weight, bias):
+        return _EagerNorm.apply(*args)
+    else:
+        y, r_out, _, _ = _forward(*args)
+    return (y, r_out) if store_residual else y
 
 
 # ---------------------------------------------------------------------------
@@ -287,12 +310,12 @@ def triton_layer_norm(
     x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], bias: Optional[Tensor], eps: float
 ) -> Tensor:
     """LayerNorm of ``x`` over ``normalized_shape`` on the Triton kernels."""
-    return _norm(x, None, normalized_shape, weight, bias, eps, False, False, False)[0]
+    return _norm(x, None, normalized_shape, weight, bias, eps, False, False, False)
 
 
 def triton_rms_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], eps: float) -> Tensor:
     """RMSNorm of ``x`` over ``normalized_shape`` on the Triton kernels."""
-    return _norm(x, None, normalized_shape, weight, None, eps, True, False, False)[0]
+    return _norm(x, None, normalized_shape, weight, None, eps, True, False, False)
 
 
 def triton_add_layer_norm(
@@ -305,8 +328,7 @@ def triton_add_layer_norm(
     residual_in_fp32: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """(LayerNorm(x + residual), x + residual) in one pass; r' in float32 when ``residual_in_fp32``."""
-    out = _norm(x, residual, normalized_shape, weight, bias, eps, False, True, residual_in_fp32)
-    return out[0], out[1]
+    return _norm(x, residual, normalized_shape, weight, bias, eps, False, True, residual_in_fp32)
 
 
 def triton_add_rms_norm(
@@ -318,5 +340,4 @@ def triton_add_rms_norm(
     residual_in_fp32: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """(RMSNorm(x + residual), x + residual) in one pass; r' in float32 when ``residual_in_fp32``."""
-    out = _norm(x, residual, normalized_shape, weight, None, eps, True, True, residual_in_fp32)
-    return out[0], out[1]
+    return _norm(x, residual, normalized_shape, weight, None, eps, True, True, residual_in_fp32)

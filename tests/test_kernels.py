@@ -251,6 +251,13 @@ def test_strided_rows_are_read_in_place(dtype, monkeypatch):
     check("add_layer", x, (45,), w, b, residual=residual)
 
 
+def test_strided_parameters():
+    x = activations(4, 30, dtype=torch.float32)
+    w, b = params(60, torch.float32)
+    check("layer", x, (30,), w[::2], b[1::2])
+    check("rms", x.view(4, 5, 6), (5, 6), w.view(6, 10)[:, :5].t())
+
+
 def test_non_unit_last_stride_is_copied():
     x = activations(4, 60, dtype=torch.float32)[:, ::2]
     w, b = params(30, torch.float32)

@@ -50,8 +50,8 @@ def norm_forward(
     m, n = x.shape
     y = _alloc((m, n), x.dtype, x.device)
     r_out = None if residual_out_dtype is None else _alloc((m, n), residual_out_dtype, x.device)
-    mean = None if is_rms else _alloc((m,), torch.float32, x.device)
-    rstd = _alloc((m,), torch.float32, x.device)
+    mean = None if is_rms else _alloc((m,), torch.float32, x.device)  # apart from rstd: operator outputs
+    rstd = _alloc((m,), torch.float32, x.device)  # may not share storage
     if m == 0 or n == 0:
         return y, r_out, mean, rstd
     launch = table.forward_launch(n, x.element_size())
@@ -98,8 +98,10 @@ def norm_backward(
     num_blocks = triton_cdiv(m, launch.block_m)
     programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x.device))
     programs = max(1, min(programs, num_blocks))  # every program owns at least one block
-    dw_partial = _alloc((programs, n), torch.float32, x.device) if has_weight else rstd
-    db_partial = _alloc((programs, n), torch.float32, x.device) if has_bias else rstd
+    # one allocation for both partial buffers: (has_weight + has_bias) blocks of programs x n
+    partials = _alloc((int(has_weight) + int(has_bias), programs, n), torch.float32, x.device)
+    dw_partial = partials[0] if has_weight else rstd
+    db_partial = partials[-1] if has_bias else rstd
     norm_bwd_kernel[(programs,)](
         dy, x, dy if dres is None else dres, dx,
         x if weight is None else weight, rstd if mean is None else mean, rstd,
