@@ -113,10 +113,11 @@ def norm_backward(
         num_warps=launch.num_warps,
     )
     if has_weight or has_bias:
-        sum_partials_kernel[(triton_cdiv(n, table.REDUCE_BLOCK_N),)](
+        reduce_block_n = table.reduce_block_n(n, _sm_count(x.device))
+        sum_partials_kernel[(triton_cdiv(n, reduce_block_n),)](
             dw_partial, db_partial, dx if dw is None else dw, dx if db is None else db, programs, n,
             HAS_WEIGHT=has_weight, HAS_BIAS=has_bias,
-            BLOCK_P=table.REDUCE_BLOCK_P, BLOCK_N=table.REDUCE_BLOCK_N,
+            BLOCK_P=table.REDUCE_BLOCK_P, BLOCK_N=reduce_block_n,
             num_warps=table.REDUCE_NUM_WARPS,
         )
     return dx, dw, db

@@ -50,10 +50,16 @@ BACKWARD_CHUNKED = {2: {8192: (4096, 1, 16, 2), 16384: (4096, 1, 16, 1), 65536: 
                     4: {8192: (2048, 1, 16, 2), 16384: (2048, 1, 16, 1), 65536: (2048, 1, 16, 0.5)}}
 # END TABLE
 
-# The dweight/dbias reduction: partial rows summed BLOCK_P at a time over BLOCK_N columns.
-REDUCE_BLOCK_P = 32
-REDUCE_BLOCK_N = 128
+# The dweight/dbias reduction: partial rows summed REDUCE_BLOCK_P at a time, a column block
+# per program, narrow enough for about two programs per SM (6 programs at N = 768 with 128
+# columns would leave the GPU nearly idle for several microseconds).
+REDUCE_BLOCK_P = 64
 REDUCE_NUM_WARPS = 4
+
+
+def reduce_block_n(n: int, sm_count: int) -> int:
+    """Columns per program of the dweight/dbias reduction."""
+    return max(16, min(64, next_power_of_2(max(1, n // (2 * sm_count)))))  # 64 x 64 x 2 accumulators: no spill
 
 
 @dataclass(frozen=True)
