@@ -202,6 +202,7 @@ def stdlib_docstrings() -> str:
     functions and methods, in a fixed order; ASCII only."""
     import importlib
     import inspect
+    import warnings
 
     seen, parts = set(), []
 
@@ -211,20 +212,22 @@ def stdlib_docstrings() -> str:
             seen.add(id(doc))
             parts.append(doc)
 
-    for name in STDLIB_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except Exception:  # a module missing from a trimmed Python: skip it
-            continue
-        add(module)
-        for attr, obj in sorted(vars(module).items()):
-            if attr.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # importing old modules may warn about deprecations
+        for name in STDLIB_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except Exception:  # a module missing from a trimmed Python: skip it
                 continue
-            add(obj)
-            if inspect.isclass(obj):
-                for _, member in sorted(vars(obj).items()):
-                    if inspect.isfunction(member):
-                        add(member)
+            add(module)
+            for attr, obj in sorted(vars(module).items()):
+                if attr.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                    continue
+                add(obj)
+                if inspect.isclass(obj):
+                    for _, member in sorted(vars(obj).items()):
+                        if inspect.isfunction(member):
+                            add(member)
     text = "\n\n".join(parts)
     return text.encode("ascii", "ignore").decode()
 
