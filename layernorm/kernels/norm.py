@@ -148,6 +148,15 @@ def _bwd_block_loads(X, DY, MEAN, RSTD, block, stride_x, stride_dy, M, N, cols, 
 
 
 @triton.jit
+def _chunk_loads(X, DY, rows, row_mask, c, stride_x, stride_dy, N):
+    """x, dy (input dtype) of one chunk of columns c of the rows; columns outside [0, N) masked off."""
+    mask = row_mask[:, None] & ((c >= 0) & (c < N))[None, :]
+    x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0)
+    dy = tl.load(DY + rows[:, None] * stride_dy + c[None, :], mask=mask, other=0.0)
+    return x, dy
+
+
+@triton.jit
 def norm_bwd_kernel(
     DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL,
     stride_dy, stride_x, stride_dres, stride_dx,
@@ -225,14 +234,17 @@ def norm_bwd_kernel(
             else:
                 mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
             # Pass 1: the two row sums that dx needs.
+            # Each loop loads the next chunk before reducing this one (double buffering).
             sum_gx = tl.zeros([BLOCK_M], dtype=tl.float32)
             sum_g = tl.zeros([BLOCK_M], dtype=tl.float32)
+            x_next, dy_next = _chunk_loads(X, DY, rows, row_mask, cols, stride_x, stride_dy, N)
             for start in range(0, N, BLOCK_N):
                 c = start + cols
                 col_mask = c < N
                 mask = row_mask[:, None] & col_mask[None, :]
-                x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
-                dy = tl.load(DY + rows[:, None] * stride_dy + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                x = x_next.to(tl.float32)
+                dy = dy_next.to(tl.float32)
+                x_next, dy_next = _chunk_loads(X, DY, rows, row_mask, c + BLOCK_N, stride_x, stride_dy, N)
                 x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
                 if HAS_WEIGHT:
                     g = dy * tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
@@ -246,12 +258,15 @@ def norm_bwd_kernel(
             # (read-modify-write; the program's first block, block == pid, writes them fresh).
             # Last chunk first, as in the forward: those chunks of x and dy are still in L2.
             num_chunks = (N + BLOCK_N - 1) // BLOCK_N
+            x_next, dy_next = _chunk_loads(X, DY, rows, row_mask, (num_chunks - 1) * BLOCK_N + cols,
+                                           stride_x, stride_dy, N)
             for i in range(0, num_chunks):
                 c = (num_chunks - 1 - i) * BLOCK_N + cols
                 col_mask = c < N
                 mask = row_mask[:, None] & col_mask[None, :]
-                x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
-                dy = tl.load(DY + rows[:, None] * stride_dy + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                x = x_next.to(tl.float32)
+                dy = dy_next.to(tl.float32)
+                x_next, dy_next = _chunk_loads(X, DY, rows, row_mask, c - BLOCK_N, stride_x, stride_dy, N)
                 x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
                 if HAS_WEIGHT:
                     g = dy * tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
