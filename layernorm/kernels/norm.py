@@ -21,7 +21,11 @@ Design trade-offs, in a line each:
   ``pid, pid + G, ...`` and keeps its dweight/dbias partial sums in registers
   (or, for chunked rows, in its own private row of a float32 buffer), then a
   second small kernel sums the G partial rows in a fixed order. No atomics:
-  two runs give bitwise-identical gradients.
+  two runs give bitwise-identical gradients. Its loops are double-buffered by
+  hand: the next row block's (or chunk's) loads are issued before this one's
+  reductions, since registers allow only one or two programs per SM.
+- chunked rows are read twice; the second pass walks the chunks last first,
+  so the ones read most recently, likeliest still in L2, come back first.
 
 The math is in :mod:`layernorm.reference`; each step below cites it.
 """
