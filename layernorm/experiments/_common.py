@@ -268,7 +268,7 @@ class CharData:
 
 NORMS = ("batchnorm", "layernorm", "none")
 LABELS = {"batchnorm": "BatchNorm", "layernorm": "LayerNorm", "none": "no normalization",
-          "syncbatchnorm": "SyncBatchNorm"}
+          "syncbatchnorm": "synced BatchNorm"}
 
 
 def make_norm(kind: str, width: int) -> torch.nn.Module:
