@@ -11,8 +11,8 @@ same process. Bytes per pass, for M rows of N elements of s bytes:
 
 Peers: PyTorch's op, ``torch.compile`` of it, and Liger-Kernel when it imports
 (for add + norm: ``x + r`` followed by each plain norm, ours included). Every
-implementation's forward is checked against float32 PyTorch before it is
-timed; one that disagrees is reported, not timed.
+implementation's output and input gradient are checked against float32
+PyTorch before it is timed; one that disagrees is reported, not timed.
 
 Writes ``results.json`` and one ``<op>.png`` per operation (GB/s against N,
 one line per implementation) under ``--out``.
@@ -218,18 +218,24 @@ def _inputs(case: Case):
     return x, r, w, b, dys
 
 
-def _check_forward(fn, x, r, w, b, eps, op) -> Optional[str]:
-    """None when fn's outputs match float32 PyTorch, else a short reason."""
-    ref = _with_add(op, _torch_norm(op))(
-        x.float(), None if r is None else r.float(), None if w is None else w.float(),
-        None if b is None else b.float(), eps)
-    with torch.no_grad():
-        out = fn(x, r, w, b, eps)
+def _check(fn, x, r, w, b, eps, op, dys) -> Optional[str]:
+    """None when fn's outputs and its gradient for x match float32 PyTorch, else a short reason."""
     tol = 1e-3 if x.dtype == torch.float32 else 6e-2
-    for o, e in zip(out, ref):
+
+    def run(f, cast):
+        leaf = cast(x).detach().requires_grad_()
+        out = f(leaf, None if r is None else cast(r), None if w is None else cast(w),
+                None if b is None else cast(b), eps)
+        grad, = torch.autograd.grad(out, leaf, [d.to(o.dtype) for o, d in zip(out, dys)])
+        return [o.detach() for o in out] + [grad]
+
+    ref = run(_with_add(op, _torch_norm(op)), lambda t: t.float())
+    got = run(fn, lambda t: t)
+    names = ["output", "residual"][: len(ref) - 1] + ["gradient"]
+    for name, o, e in zip(names, got, ref):
         err = (o.float() - e).abs().max().item()
         if not err <= tol * max(1.0, e.abs().max().item()):
-            return f"wrong output: max error {err:.3g}"
+            return f"wrong {name}: max error {err:.3g}"
     return None
 
 
@@ -239,7 +245,7 @@ def measure_case(case: Case, impls: Dict[str, Callable], passes, ceiling: float,
     element_bytes = x0.element_size()
     for name, fn in impls.items():
         try:
-            reason = _check_forward(fn, x0, r0, w0, b0, eps, case.op)
+            reason = _check(fn, x0, r0, w0, b0, eps, case.op, dys)
         except Exception as exc:  # a peer that refuses the shape (row too wide, dtype mix)
             reason = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
         if reason is not None:
