@@ -28,10 +28,10 @@ from typing import Iterator, Optional
 
 # BEGIN TABLE
 SOURCE = ("provisional, not swept on a GPU: shapes chosen from registers/spills of an sm_90 "
-          "ahead-of-time compile (Triton 3.9) and bytes in flight per SM")
+          "ahead-of-time compile (Triton 3.6 and 3.9) and bytes in flight per SM")
 FORWARD = {
     2: {1: (128, 4), 2: (128, 4), 4: (128, 4), 8: (128, 4), 16: (128, 4), 32: (128, 4), 64: (64, 4),
-        128: (32, 4), 256: (16, 4), 512: (8, 4), 1024: (4, 8), 2048: (4, 8), 4096: (2, 4),
+        128: (32, 4), 256: (16, 4), 512: (8, 4), 1024: (4, 8), 2048: (4, 8), 4096: (2, 8),
         8192: (1, 16), 16384: (1, 16)},
     4: {1: (128, 4), 2: (128, 4), 4: (128, 4), 8: (128, 4), 16: (128, 4), 32: (128, 4), 64: (64, 4),
         128: (32, 4), 256: (16, 4), 512: (8, 4), 1024: (4, 8), 2048: (2, 8), 4096: (1, 8),
