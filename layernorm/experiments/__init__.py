@@ -36,22 +36,25 @@ EXPERIMENTS = {
 def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[str] = None,
                    seed: int = 0, data: Optional[Path] = None) -> Dict[str, object]:
     """Run one experiment; return its summary (``summary["verdict"]`` is the verdict line)."""
+    import torch
+
     from ._common import resolve_device, seed_everything
 
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    import torch
-
     module = importlib.import_module(f".{EXPERIMENTS[name]}", __name__)
     device = resolve_device(device)
-    threads = torch.get_num_threads()
-    # These models are small: one thread is as fast as several, and the same on every machine.
+    # torch's global settings change for the run and come back after it
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    # These models are small: one thread is as fast as several, and sums keep one order.
     torch.set_num_threads(1)
     try:
         seed_everything(seed)
         return module.run(out=Path(out), smoke=smoke, device=device, seed=seed, data=data)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -70,5 +73,12 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None and not args.data.is_file():
         print(f"--data {args.data}: no such file")
         return 2
-    run_experiment(args.name, out, smoke=args.smoke, device=args.device, seed=args.seed, data=args.data)
+    from ._common import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        print(f"layernorm experiment {args.name}: {error}")
+        return 2
+    run_experiment(args.name, out, smoke=args.smoke, device=device, seed=args.seed, data=args.data)
     return 0

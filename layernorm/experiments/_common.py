@@ -40,7 +40,7 @@ def resolve_device(device: Optional[str]) -> str:
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device}: no CUDA GPU is available")
+        raise ValueError(f"--device {device}: no CUDA GPU is available")
     return device
 
 

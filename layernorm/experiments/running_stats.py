@@ -142,12 +142,14 @@ def run(out: Path, smoke: bool, device: str, seed: int, data: Optional[Path] = N
     plot(results, curves, out)
     # one long table: (norm, measure, input transform value, result)
     rows = [{"norm": n, "measure": k, "input_value": "", "result": v} for n in NORMS for k, v in results[n].items()]
-    rows += [{"norm": c["norm"], "measure": "test_acc_" + ("scaled" if c["kind"] == "scale" else "shifted"), "input_value": c["value"], "result": c["test_acc"]}
+    measure = {"scale": "test_acc_scaled", "shift": "test_acc_shifted"}
+    rows += [{"norm": c["norm"], "measure": measure[c["kind"]], "input_value": c["value"], "result": c["test_acc"]}
              for c in curves]
 
     acc = {(c["norm"], c["kind"], c["value"]): c["test_acc"] for c in curves}
     bn, ln = results["batchnorm"], results["layernorm"]
-    holds = (bn["train_eval_tv"] > 10 * ln["train_eval_tv"] + 1e-4 and bn["companions8_tv"] > 10 * ln["companions8_tv"] + 1e-4
+    holds = (bn["train_eval_tv"] > 10 * ln["train_eval_tv"] + 1e-4
+             and bn["companions8_tv"] > 10 * ln["companions8_tv"] + 1e-4
              and acc[("layernorm", "scale", 4.0)] > acc[("batchnorm", "scale", 4.0)])
     verdict = (
         f"{'supported' if holds else 'refuted'}: train/eval prediction gap (total variation) BatchNorm "
