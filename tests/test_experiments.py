@@ -99,3 +99,40 @@ def test_ln_lstm_cell_uses_layernorm():
     assert sum(isinstance(m, LayerNorm) for m in cell.modules()) == 3
     h, c = cell(torch.randn(4, 8), (torch.zeros(4, 16), torch.zeros(4, 16)), 0)
     assert h.shape == c.shape == (4, 16)
+
+
+def test_cuda_without_a_gpu_is_a_clean_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["experiment", "transformer", "--device", "cuda", "--out", str(tmp_path)]) == 2
+
+
+def test_cross_process_batchnorm_is_batchnorm_on_one_process():
+    """The synced BatchNorm of the distributed experiment: same outputs, gradients
+    and running statistics as torch.nn.BatchNorm1d when there is one process."""
+    import torch
+    import torch.distributed as dist
+
+    from layernorm.experiments.distributed import CrossProcessBatchNorm1d, free_port
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        ours, ref = CrossProcessBatchNorm1d(6), torch.nn.BatchNorm1d(6)
+        for _ in range(3):
+            x = torch.randn(16, 6) * 3 + 5  # a mean far from 0: the shifted sums must stay precise
+            xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+            ya, yb = ours(xa), ref(xb)
+            dy = torch.randn_like(ya)
+            ya.backward(dy)
+            yb.backward(dy)
+            torch.testing.assert_close(ya, yb, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours.weight.grad, ref.weight.grad)
+        torch.testing.assert_close(ours.bias.grad, ref.bias.grad)
+        torch.testing.assert_close(ours.running_mean, ref.running_mean)
+        torch.testing.assert_close(ours.running_var, ref.running_var)
+    finally:
+        dist.destroy_process_group()
