@@ -56,7 +56,7 @@ import torch
 from layernorm import ops
 
 torch.manual_seed(0)
-for n in (1000, 20000):  # 20000 > the widest register row: the chunked path
+for n in (1000, 16384, 20000):  # 16384: persistent forward; 20000: chunked rows
     x = (0.5 * torch.randn(37, n, device="cuda") - 2.3).bfloat16().requires_grad_()
     r = torch.randn(37, n, device="cuda").bfloat16().requires_grad_()
     w = torch.randn(n, device="cuda", requires_grad=True)

@@ -92,6 +92,8 @@ def forward_candidates(block_n, single, quick):
                 per_thread = elems / (warps * 32)
                 if 4 <= per_thread <= 64 or (elems <= 64 and warps == 2):
                     out.append(Launch(rows, block_n, warps, True))
+                    if block_n >= 2048 and 4 <= per_thread <= 32:  # persistent, double-buffered
+                        out += [Launch(rows, block_n, warps, True, p) for p in (1, 2)]
     else:
         for chunk in (2048, 4096, 8192, 16384):
             for warps in (4, 8, 16, 32):
@@ -170,7 +172,8 @@ def sweep(element_bytes, quick, log):
             ms, cand = best[block_n]
             if block_n in chunked_times and chunked_times[block_n][0] < ms:
                 break  # the chunked path wins from here on
-            rows[block_n] = (cand.block_m, cand.num_warps) + ((cand.programs_per_sm,) if with_programs else ())
+            rows[block_n] = (cand.block_m, cand.num_warps) + (
+                (cand.programs_per_sm,) if with_programs or cand.programs_per_sm else ())
         return rows
 
     def chunked_row(times, with_programs):
@@ -199,13 +202,13 @@ def table_text(source, fwd, fwd_chunked, bwd, bwd_chunked):
 # Offline: registers and spills of the table's rows, compiled for sm_90 without a GPU.
 
 _FWD_SIG = ["X", "R", "Y", "R_OUT", "W", "B", "MEAN", "RSTD", "stride_x", "stride_r", "stride_y",
-            "stride_r_out", "M", "N", "eps"]
+            "stride_r_out", "M", "N", "eps", "num_programs"]
 _BWD_SIG = ["DY", "X", "DRES", "DX", "W", "MEAN", "RSTD", "DW_PARTIAL", "DB_PARTIAL", "stride_dy",
             "stride_x", "stride_dres", "stride_dx", "M", "N", "num_programs"]
 
 
 def _arg_type(name, dt, wdt):
-    if name.startswith("stride") or name in ("M", "N", "num_programs"):
+    if name.startswith("stride") or name in ("M", "N", "num_programs", "num_partials"):
         return "i32"
     if name == "eps":
         return "fp32"
@@ -258,7 +261,8 @@ def register_report():
                     consts = {"BLOCK_M": cand.block_m, "BLOCK_N": cand.block_n, "SINGLE_CHUNK": cand.single_chunk,
                               "IS_RMS": variant == "rms", "HAS_WEIGHT": True, "HAS_BIAS": variant != "rms"}
                     if pass_ == "forward":
-                        consts.update(HAS_RESIDUAL=variant.startswith("add"), STORE_RESIDUAL=variant.startswith("add"))
+                        consts.update(HAS_RESIDUAL=variant.startswith("add"), STORE_RESIDUAL=variant.startswith("add"),
+                                      PERSISTENT=cand.single_chunk and cand.programs_per_sm > 0)
                     else:
                         consts.update(HAS_DRES=variant.startswith("add"))
                     regs, stack = compiled_resources(kernel, names, consts, dt, "fp32", cand.num_warps)

@@ -198,6 +198,16 @@ def test_persistent_grid_walks_several_blocks(kind, chunked):
         check(kind, x, (40,), w, b)
 
 
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer"])
+def test_persistent_forward(kind):
+    """The persistent, double-buffered forward: 2 programs walking 6 row blocks each."""
+    x = activations(23, 50, dtype=torch.bfloat16, seed=12)
+    w, b = params(50, torch.float32)
+    residual = activations(23, 50, dtype=torch.bfloat16, seed=13, offset=0.0) if kind.startswith("add") else None
+    with table.forced(launch=table.Launch(2, 64, 4, True, 1), programs=2):
+        check(kind, x, (50,), w, b, residual=residual)
+
+
 # --- parameters -------------------------------------------------------------------------------
 
 
@@ -435,11 +445,12 @@ for n, chunked in ((768, False), (4096, False), (65536, True)):
     for is_rms, fused in ((False, False), (True, True)):
         fl, bl = table.forward_launch(n, 2), table.backward_launch(n, 2)
         common = dict(IS_RMS=is_rms, HAS_WEIGHT=True, HAS_BIAS=not is_rms)
-        regs, stack = S.compiled_resources(norm_fwd_kernel, S._FWD_SIG, dict(
-            BLOCK_M=fl.block_m, BLOCK_N=fl.block_n, SINGLE_CHUNK=fl.single_chunk,
-            HAS_RESIDUAL=fused, STORE_RESIDUAL=fused, **common), "bf16", "fp32", fl.num_warps)
-        assert regs > 0, ("forward", n)
-        worst = max(worst, stack)
+        for persistent in (False, True):
+            regs, stack = S.compiled_resources(norm_fwd_kernel, S._FWD_SIG, dict(
+                BLOCK_M=fl.block_m, BLOCK_N=fl.block_n, SINGLE_CHUNK=fl.single_chunk, PERSISTENT=persistent,
+                HAS_RESIDUAL=fused, STORE_RESIDUAL=fused, **common), "bf16", "fp32", fl.num_warps)
+            assert regs > 0, ("forward", n)
+            worst = max(worst, stack) if not persistent or fl.single_chunk else worst
         regs, stack = S.compiled_resources(norm_bwd_kernel, S._BWD_SIG, dict(
             BLOCK_M=bl.block_m, BLOCK_N=bl.block_n, SINGLE_CHUNK=bl.single_chunk, HAS_DRES=fused, **common),
             "bf16", "fp32", bl.num_warps)

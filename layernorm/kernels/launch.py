@@ -55,15 +55,21 @@ def norm_forward(
     if m == 0 or n == 0:
         return y, r_out, mean, rstd
     launch = table.forward_launch(n, x.element_size())
-    grid = (triton_cdiv(m, launch.block_m),)
-    norm_fwd_kernel[grid](
+    num_blocks = triton_cdiv(m, launch.block_m)
+    persistent = launch.single_chunk and launch.programs_per_sm > 0
+    programs = num_blocks
+    if persistent:
+        programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x.device))
+        programs = max(1, min(programs, num_blocks))
+    norm_fwd_kernel[(programs,)](
         x, x if residual is None else residual, y, y if r_out is None else r_out,
         x if weight is None else weight, x if bias is None else bias,
         rstd if mean is None else mean, rstd,
         x.stride(0), 0 if residual is None else residual.stride(0), y.stride(0),
         0 if r_out is None else r_out.stride(0),
-        m, n, eps,
+        m, n, eps, programs,
         BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, SINGLE_CHUNK=launch.single_chunk,
+        PERSISTENT=persistent,
         IS_RMS=is_rms, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
         HAS_RESIDUAL=residual is not None, STORE_RESIDUAL=r_out is not None,
         num_warps=launch.num_warps,

@@ -7,9 +7,11 @@ and rewrites the literals between the ``BEGIN TABLE`` / ``END TABLE`` marks.
 
 Reading the table:
 
-- ``FORWARD[element_bytes][block_n] = (rows_per_program, num_warps)``: a row
-  of width up to ``block_n`` is held in registers, ``rows_per_program`` rows
-  per program. Wider rows than the largest key take the chunked path,
+- ``FORWARD[element_bytes][block_n] = (rows_per_program, num_warps[,
+  programs_per_sm])``: a row of width up to ``block_n`` is held in registers,
+  ``rows_per_program`` rows per program; with a third field the grid is
+  persistent (that many programs per SM, each walking row blocks with the
+  next block's loads in flight). Wider rows than the largest key take the chunked path,
   ``FORWARD_CHUNKED[element_bytes][block_n] = (chunk, rows_per_program,
   num_warps)``: the row of the smallest ``block_n`` key at least as wide, or
   of the widest key.
@@ -32,10 +34,10 @@ SOURCE = ("provisional, not swept on a GPU: shapes chosen from registers/spills 
 FORWARD = {
     2: {1: (128, 4), 2: (128, 4), 4: (128, 4), 8: (128, 4), 16: (128, 4), 32: (128, 4), 64: (64, 4),
         128: (32, 4), 256: (16, 4), 512: (8, 4), 1024: (4, 8), 2048: (4, 8), 4096: (2, 8),
-        8192: (1, 16), 16384: (1, 16)},
+        8192: (1, 16), 16384: (1, 32, 1)},
     4: {1: (128, 4), 2: (128, 4), 4: (128, 4), 8: (128, 4), 16: (128, 4), 32: (128, 4), 64: (64, 4),
         128: (32, 4), 256: (16, 4), 512: (8, 4), 1024: (4, 8), 2048: (2, 8), 4096: (1, 8),
-        8192: (1, 16), 16384: (1, 16)},
+        8192: (1, 16), 16384: (1, 32, 1)},
 }
 FORWARD_CHUNKED = {2: {65536: (4096, 1, 8)}, 4: {65536: (4096, 1, 16)}}
 BACKWARD = {
@@ -70,7 +72,7 @@ class Launch:
     block_n: int
     num_warps: int
     single_chunk: bool
-    programs_per_sm: float = 1
+    programs_per_sm: float = 0  # the backward's persistent grid; a forward's when > 0
 
 
 def next_power_of_2(n: int) -> int:
@@ -114,12 +116,12 @@ def _lookup(single: dict, chunked: dict, n: int, element_bytes: int, backward: b
     max_single = min(max(rows), _forced.get("max_single_block_n", max(rows)))
     if block_n <= max_single:
         params = rows[block_n]
-        launch = Launch(params[0], block_n, params[1], True, params[2] if backward else 1)
+        launch = Launch(params[0], block_n, params[1], True, params[2] if len(params) > 2 else 0)
     else:
         widths = chunked[_element_key(element_bytes)]
         params = widths[min((w for w in widths if w >= block_n), default=max(widths))]
         chunk = _forced.get("chunk", params[0])
-        launch = Launch(params[1], chunk, params[2], False, params[3] if backward else 1)
+        launch = Launch(params[1], chunk, params[2], False, params[3] if backward else 0)
     if "rows_per_program" in _forced:
         launch = Launch(_forced["rows_per_program"], launch.block_n, launch.num_warps,
                         launch.single_chunk, launch.programs_per_sm)
