@@ -61,7 +61,7 @@ def triton_supported(x: Tensor) -> bool:
 
 def _rows(t: Tensor, m: int, n: int) -> Tensor:
     """``t`` as ``(m, n)`` rows with a contiguous last dim; copies only when no such view exists."""
-    if t.dim() == 2 and (t.stride(1) == 1 or n <= 1):
+    if t.dim() == 2 and t.shape[0] == m and (t.stride(1) == 1 or n <= 1):
         return t  # already rows (the common case; skipping the view saves host time at small M)
     try:
         rows = t.view(m, n)
@@ -122,7 +122,7 @@ def _forward(
             _param(bias, n),
             eps, is_rms, r_dtype,
         )
-    if x.dim() != 2:
+    if y.shape != x.shape:
         y = y.view(x.shape)
         r_out = None if r_out is None else r_out.view(x.shape)
     return y, r_out, mean, rstd
@@ -154,7 +154,7 @@ def _backward(
             None if bias is None else bias.dtype,
             is_rms,
         )
-    if x.dim() != 2:
+    if dx.shape != x.shape:
         dx = dx.view(x.shape)
     if dw is not None and weight.dim() != 1:
         dw = dw.view(weight.shape)

@@ -240,6 +240,10 @@ def test_several_normalized_dims_and_leading_dims():
     w, b = params(96, torch.float32)
     check("layer", x, (4, 24), w.view(4, 24), b.view(4, 24))
     check("rms", x, (4, 24), w.view(4, 24))
+    # every dim normalised: one row, from a 2-D input and from a 1-D one
+    check("layer", x[0, 0], (4, 24), w.view(4, 24), b.view(4, 24))
+    check("add_layer", x[0, 0], (4, 24), w.view(4, 24), b.view(4, 24), residual=x[1, 1])
+    check("rms", x[0, 0, 0], (24,), w[:24])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)

@@ -160,6 +160,7 @@ def test_optional_parameters_strides_and_shapes(n):
     check("add_layer", wide, (n,), w, b, residual=activations(64, n + 8, dtype=torch.bfloat16, seed=2)[:, :n])
     w4, b4 = (t.view(4, n // 4) for t in params(n, torch.float32))
     check("layer", activations(2, 3, 4, n // 4, dtype=torch.float32), (4, n // 4), w4, b4)
+    check("layer", activations(4, n // 4, dtype=torch.float32), (4, n // 4), w4, b4)  # one row, 2-D
 
 
 @pytest.mark.parametrize("kind", KINDS)
