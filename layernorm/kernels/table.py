@@ -25,6 +25,7 @@ Reading the table:
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -128,11 +129,22 @@ def _lookup(single: dict, chunked: dict, n: int, element_bytes: int, backward: b
     return launch
 
 
+@functools.lru_cache(maxsize=4096)
+def _cached(backward: bool, n: int, element_bytes: int) -> Launch:
+    if backward:
+        return _lookup(BACKWARD, BACKWARD_CHUNKED, n, element_bytes, backward=True)
+    return _lookup(FORWARD, FORWARD_CHUNKED, n, element_bytes, backward=False)
+
+
 def forward_launch(n: int, element_bytes: int) -> Launch:
     """Launch shape of the forward for rows of width ``n``."""
-    return _lookup(FORWARD, FORWARD_CHUNKED, n, element_bytes, backward=False)
+    if _forced:
+        return _lookup(FORWARD, FORWARD_CHUNKED, n, element_bytes, backward=False)
+    return _cached(False, n, element_bytes)
 
 
 def backward_launch(n: int, element_bytes: int) -> Launch:
     """Launch shape of the backward for rows of width ``n``."""
-    return _lookup(BACKWARD, BACKWARD_CHUNKED, n, element_bytes, backward=True)
+    if _forced:
+        return _lookup(BACKWARD, BACKWARD_CHUNKED, n, element_bytes, backward=True)
+    return _cached(True, n, element_bytes)
