@@ -46,7 +46,10 @@ fi
 } 2>&1 | tee -a "$LOG"
 
 # 1. GPU tests
-[ "${SKIP_TESTS:-0}" = 1 ] || step gpu-tests $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider -rf --durations=5
+# (4 workers when pytest-xdist is there: kernel compilation dominates, and it runs on the CPU)
+xdist=""
+$PY -c "import xdist" 2>/dev/null && xdist="-n 4"
+[ "${SKIP_TESTS:-0}" = 1 ] || step gpu-tests $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider -rf --durations=5 $xdist
 
 # 2. memcheck: every kernel path once (register and chunked rows, LayerNorm / RMSNorm / add,
 #    with and without parameters, the dweight/dbias reduction). The first run compiles the
