@@ -123,14 +123,18 @@ def norm_fwd_kernel(
                       IS_RMS, HAS_WEIGHT, HAS_BIAS, STORE_RESIDUAL)
     else:
         # Pass 1: statistics, merging chunk (count, mean, M2) into the running ones (Chan et al.).
+        # Both passes load the next chunk before working on this one (double buffering).
         mean = tl.zeros([BLOCK_M], dtype=tl.float32)
         m2 = tl.zeros([BLOCK_M], dtype=tl.float32)
+        x_next, r_next = _fwd_chunk_loads(X, R, rows, row_mask, cols, stride_x, stride_r, N, HAS_RESIDUAL)
         for start in range(0, N, BLOCK_N):
             c = start + cols
             mask = row_mask[:, None] & (c < N)[None, :]
-            x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            x = x_next.to(tl.float32)
             if HAS_RESIDUAL:
-                x += tl.load(R + rows[:, None] * stride_r + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                x += r_next.to(tl.float32)
+            x_next, r_next = _fwd_chunk_loads(X, R, rows, row_mask, c + BLOCK_N, stride_x, stride_r, N,
+                                              HAS_RESIDUAL)
             if STORE_RESIDUAL:
                 x_stored = x.to(R_OUT.dtype.element_ty)
                 tl.store(R_OUT + rows[:, None] * stride_r_out + c[None, :], x_stored, mask=mask)
@@ -154,16 +158,25 @@ def norm_fwd_kernel(
         # Pass 2: normalise and write, last chunk first: the chunks read last are the likeliest
         # still in L2 (or, for the fused add, r' just written).
         num_chunks = (N + BLOCK_N - 1) // BLOCK_N
+        last = (num_chunks - 1) * BLOCK_N + cols
+        if STORE_RESIDUAL:
+            x_next, r_next = _fwd_chunk_loads(R_OUT, R_OUT, rows, row_mask, last, stride_r_out, stride_r_out, N,
+                                              False)
+        else:
+            x_next, r_next = _fwd_chunk_loads(X, R, rows, row_mask, last, stride_x, stride_r, N, HAS_RESIDUAL)
         for i in range(0, num_chunks):
             c = (num_chunks - 1 - i) * BLOCK_N + cols
             col_mask = c < N
             mask = row_mask[:, None] & col_mask[None, :]
+            x = x_next.to(tl.float32)
+            if HAS_RESIDUAL and not STORE_RESIDUAL:
+                x += r_next.to(tl.float32)
             if STORE_RESIDUAL:
-                x = tl.load(R_OUT + rows[:, None] * stride_r_out + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                x_next, r_next = _fwd_chunk_loads(R_OUT, R_OUT, rows, row_mask, c - BLOCK_N, stride_r_out,
+                                                  stride_r_out, N, False)
             else:
-                x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
-                if HAS_RESIDUAL:
-                    x += tl.load(R + rows[:, None] * stride_r + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                x_next, r_next = _fwd_chunk_loads(X, R, rows, row_mask, c - BLOCK_N, stride_x, stride_r, N,
+                                                  HAS_RESIDUAL)
             if IS_RMS:
                 y = x * rstd[:, None]
             else:
@@ -173,6 +186,18 @@ def norm_fwd_kernel(
             if HAS_BIAS:
                 y += tl.load(B + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
             tl.store(Y + rows[:, None] * stride_y + c[None, :], y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _fwd_chunk_loads(X, R, rows, row_mask, c, stride_x, stride_r, N, HAS_RESIDUAL: tl.constexpr):
+    """x and r (input dtypes; r is x again without a residual) of one chunk of columns c."""
+    mask = row_mask[:, None] & ((c >= 0) & (c < N))[None, :]
+    x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0)
+    if HAS_RESIDUAL:
+        r = tl.load(R + rows[:, None] * stride_r + c[None, :], mask=mask, other=0.0)
+    else:
+        r = x
+    return x, r
 
 
 @triton.jit
