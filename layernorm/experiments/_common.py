@@ -138,6 +138,8 @@ class Timer:
 def finish(name: str, out: Path, rows: Sequence[Dict[str, object]], summary: Dict[str, object],
            verdict: str, args: Dict[str, object], timer: Timer) -> Dict[str, object]:
     """Write metrics.csv and summary.json, print the verdict line, return the summary."""
+    if args.get("smoke"):
+        verdict += " (smoke size: too small to be evidence)"
     summary = {
         "experiment": name,
         "verdict": verdict,

@@ -124,8 +124,10 @@ class CrossProcessBatchNorm1d(torch.nn.BatchNorm1d):
 def count_sync_batchnorm() -> None:
     """On GPUs the synced norm is torch.nn.SyncBatchNorm, which calls these
     collectives from Python: wrap them to count (and time) the calls."""
-    for name in ("all_reduce", "all_gather", "all_gather_into_tensor"):
-        original = getattr(dist, name)
+    for name in ("all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_single"):
+        original = getattr(dist, name, None)
+        if original is None:  # the names differ between PyTorch versions
+            continue
 
         def wrapped(*args, _original=original, _kind=f"{name}: SyncBatchNorm", **kwargs):
             start = time.perf_counter()
@@ -258,7 +260,10 @@ def run(out: Path, smoke: bool, device: str, seed: int, data: Optional[Path] = N
     dataset = mnist1d(1_000 if smoke else 5_000)
     worlds = [1, 2, 4]
     if device.startswith("cuda"):
-        worlds = [w for w in worlds if w <= torch.cuda.device_count()]
+        if torch.cuda.device_count() < 2:  # NCCL needs a GPU per process
+            print("distributed: fewer than 2 GPUs, so the processes run on the CPU (gloo)")
+            device = "cpu"
+        worlds = [w for w in worlds if device == "cpu" or w <= torch.cuda.device_count()]
     cfg = {"steps": 20 if smoke else 300, "lr": 2e-3, "seed": seed, "device": device}
     results = {}
     for world in worlds:
