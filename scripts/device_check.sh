@@ -87,7 +87,7 @@ memcheck() {
 # 3. sweep (optional)
 if [ "${SWEEP:-0}" = 1 ]; then
   mkdir -p "$OUT/sweep"
-  step sweep $PY scripts/sweep_launch.py --out "$OUT/sweep" --write ${SWEEP_ARGS:-}
+  step sweep $PY scripts/sweep_launch.py --out "$OUT/sweep" --write --budget-s "${SWEEP_BUDGET_S:-240}" ${SWEEP_ARGS:-}
 fi
 
 # 4. bench

@@ -43,8 +43,9 @@ from layernorm.kernels.table import Launch  # noqa: E402
 
 DTYPES = {2: torch.bfloat16, 4: torch.float32}
 TARGET_BYTES = 1 << 28  # per input tensor: well past the 50 MB L2
-REGISTER_WIDTHS = [1 << k for k in range(0, 15)]  # 1 .. 16384
-CHUNKED_WIDTHS = [16384, 32768, 65536]
+# Widths swept (the transformer range and the chunked path); narrower rows keep the table's rows.
+REGISTER_WIDTHS = [256, 512, 1024, 2048, 4096, 8192, 16384]
+CHUNKED_WIDTHS = [8192, 16384, 65536]
 
 
 def bench(fn, quick):
@@ -84,52 +85,55 @@ def time_backward(cand, x, w, b, dy, stats, quick):
 def forward_candidates(block_n, single, quick):
     out = []
     if single:
-        for rows in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+        for rows in (1, 2, 4, 8, 16, 32):
             elems = rows * block_n
-            if elems > 32768 or (elems < 1024 and rows < 256 and block_n * rows * 2 <= 32768 and rows * 2 <= 256):
-                continue  # too big for registers, or a bigger block is strictly better in flight
-            for warps in (2, 4, 8, 16, 32):
-                per_thread = elems / (warps * 32)
-                if 4 <= per_thread <= 64 or (elems <= 64 and warps == 2):
-                    out.append(Launch(rows, block_n, warps, True))
-                    if block_n >= 2048 and 4 <= per_thread <= 32:  # persistent, double-buffered
-                        out += [Launch(rows, block_n, warps, True, p) for p in (1, 2)]
-    else:
-        for chunk in (2048, 4096, 8192, 16384):
+            if elems > 16384 or elems < 2048 and rows < 32:
+                continue  # too big for registers, or too few bytes in flight
             for warps in (4, 8, 16, 32):
-                if chunk / (warps * 32) >= 4:
+                per_thread = elems / (warps * 32)
+                if 8 <= per_thread <= 32:
+                    out.append(Launch(rows, block_n, warps, True))
+                    if block_n >= 4096:  # persistent, double-buffered
+                        out.append(Launch(rows, block_n, warps, True, 1))
+    else:
+        for chunk in (2048, 4096, 8192):
+            for warps in (4, 8, 16):
+                if 4 <= chunk / (warps * 32) <= 16:
                     out.append(Launch(1, chunk, warps, False))
     return out[:: 2] if quick and len(out) > 6 else out
 
 
 def backward_candidates(block_n, single, quick):
     out = []
-    pps = (1, 2) if quick else (1, 2, 4)
+    pps = (1, 2) if quick else (1, 2, 3)
     if single:
-        for rows in (1, 2, 4, 8, 16, 32, 64, 128):
+        for rows in (1, 2, 4, 8, 16):
             elems = rows * block_n
-            if elems > 16384 or (elems < 512 and rows < 128 and rows * 2 * block_n <= 16384):
+            if elems > 8192 or elems < 1024 and rows < 16:
                 continue
             for warps in (4, 8, 16):
                 per_thread = elems / (warps * 32)
-                if 2 <= per_thread <= 32:
+                if 4 <= per_thread <= 32:
                     out += [Launch(rows, block_n, warps, True, p) for p in pps]
     else:
-        for chunk in (1024, 2048, 4096, 8192):
-            for warps in (4, 8, 16, 32):
-                if chunk / (warps * 32) >= 2:
-                    out += [Launch(1, chunk, warps, False, p) for p in (0.25, 0.5) + pps]
+        for chunk in (1024, 2048, 4096):
+            for warps in (4, 8, 16):
+                if 4 <= chunk / (warps * 32) <= 16:
+                    out += [Launch(1, chunk, warps, False, p) for p in (0.5, 1, 2)]
     return out[:: 2] if quick and len(out) > 8 else out
 
 
-def sweep(element_bytes, quick, log):
+def sweep(element_bytes, quick, log, deadline):
     dtype = DTYPES[element_bytes]
     best_fwd, best_bwd, best_fwd_chunked, best_bwd_chunked = {}, {}, {}, {}
     chunked_fwd_times, chunked_bwd_times = {}, {}
     for block_n in REGISTER_WIDTHS + [n for n in CHUNKED_WIDTHS if n not in REGISTER_WIDTHS]:
+        if time.time() > deadline:
+            print(f"  time budget spent: N >= {block_n} keeps the current table's rows", flush=True)
+            break
         m = rows_for(block_n, element_bytes)
         x, w, b, dy = inputs(m, block_n, dtype)
-        for single in ((True, False) if block_n >= 8192 else (True,)):
+        for single in ((True, False) if block_n in CHUNKED_WIDTHS else (True,)):
             if single and block_n > 16384:
                 continue
             fwd, bwd = [], []
@@ -164,27 +168,30 @@ def sweep(element_bytes, quick, log):
         del x, w, b, dy
         torch.cuda.empty_cache()
 
-    def register_rows(best, chunked_times, with_programs):
-        rows = {}
-        for block_n in REGISTER_WIDTHS:
-            if block_n not in best:
-                break
+    def register_rows(current, best, chunked_times, with_programs):
+        # the current rows, with each swept width replaced by its winner, cut where chunks win
+        rows = dict(current)
+        for block_n in sorted(best):
             ms, cand = best[block_n]
             if block_n in chunked_times and chunked_times[block_n][0] < ms:
-                break  # the chunked path wins from here on
+                rows = {k: v for k, v in rows.items() if k < block_n}  # the chunked path from here on
+                break
             rows[block_n] = (cand.block_m, cand.num_warps) + (
                 (cand.programs_per_sm,) if with_programs or cand.programs_per_sm else ())
         return rows
 
-    def chunked_row(times, with_programs):
+    def chunked_rows(current, times, with_programs):
         # one row per measured width; the lookup takes the nearest wider one
-        return {n: (cand.block_n, cand.block_m, cand.num_warps) + ((cand.programs_per_sm,) if with_programs else ())
-                for n, (ms, cand) in sorted(times.items())}
+        rows = dict(current)
+        rows.update({n: (cand.block_n, cand.block_m, cand.num_warps) + ((cand.programs_per_sm,) if with_programs else ())
+                     for n, (ms, cand) in times.items()})
+        return dict(sorted(rows.items()))
 
-    best_fwd_chunked = chunked_row(chunked_fwd_times, False)
-    best_bwd_chunked = chunked_row(chunked_bwd_times, True)
-    return (register_rows(best_fwd, chunked_fwd_times, False), best_fwd_chunked,
-            register_rows(best_bwd, chunked_bwd_times, True), best_bwd_chunked)
+    key = table._element_key(element_bytes)
+    return (register_rows(table.FORWARD[key], best_fwd, chunked_fwd_times, False),
+            chunked_rows(table.FORWARD_CHUNKED[key], chunked_fwd_times, False),
+            register_rows(table.BACKWARD[key], best_bwd, chunked_bwd_times, True),
+            chunked_rows(table.BACKWARD_CHUNKED[key], chunked_bwd_times, True))
 
 
 def table_text(source, fwd, fwd_chunked, bwd, bwd_chunked):
@@ -279,7 +286,10 @@ def main():
     parser.add_argument("--out", default="runs/sweep")
     parser.add_argument("--write", action="store_true", help="rewrite layernorm/kernels/table.py")
     parser.add_argument("--quick", action="store_true", help="half the candidates, shorter timing")
-    parser.add_argument("--element-bytes", type=int, action="append", choices=(2, 4))
+    parser.add_argument("--element-bytes", type=int, action="append", choices=(2, 4),
+                        help="2 (bf16, the default) and/or 4 (fp32)")
+    parser.add_argument("--budget-s", type=float, default=360,
+                        help="stop starting new widths after this many seconds (default 360)")
     parser.add_argument("--registers", action="store_true",
                         help="no GPU needed: registers and spills of the current table, compiled for sm_90")
     args = parser.parse_args()
@@ -294,19 +304,15 @@ def main():
     start = time.time()
     log = []
     fwd, fwd_chunked, bwd, bwd_chunked = {}, {}, {}, {}
-    for element_bytes in args.element_bytes or (2, 4):
-        f, fc, b, bc = sweep(element_bytes, args.quick, log)
+    deadline = start + args.budget_s
+    for element_bytes in args.element_bytes or (2,):
+        f, fc, b, bc = sweep(element_bytes, args.quick, log, deadline)
         fwd[element_bytes], fwd_chunked[element_bytes], bwd[element_bytes], bwd_chunked[element_bytes] = f, fc, b, bc
-        # an element size not swept keeps the current table
     for name, got, current in (("FORWARD", fwd, table.FORWARD), ("BACKWARD", bwd, table.BACKWARD),
                                ("FORWARD_CHUNKED", fwd_chunked, table.FORWARD_CHUNKED),
                                ("BACKWARD_CHUNKED", bwd_chunked, table.BACKWARD_CHUNKED)):
-        for key, value in current.items():
+        for key, value in current.items():  # an element size not swept keeps its rows
             got.setdefault(key, value)
-            if isinstance(value, dict):  # keep every width below the widest register row
-                for block_n, row in value.items():
-                    if block_n < max(got[key] or [0]):
-                        got[key].setdefault(block_n, row)
     source = (f"swept on {torch.cuda.get_device_name()} with torch {torch.__version__}, triton {triton.__version__}, "
               f"{time.strftime('%Y-%m-%d', time.gmtime())}{' (quick)' if args.quick else ''} by scripts/sweep_launch.py")
     text = table_text(source, fwd, fwd_chunked, bwd, bwd_chunked)
