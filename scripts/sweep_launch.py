@@ -119,7 +119,7 @@ def backward_candidates(block_n, single, quick):
         for chunk in (1024, 2048, 4096):
             for warps in (4, 8, 16):
                 if 4 <= chunk / (warps * 32) <= 16:
-                    out += [Launch(1, chunk, warps, False, p) for p in (0.5, 1, 2)]
+                    out += [Launch(1, chunk, warps, False, p) for p in (0.25, 0.5, 1, 2)]
     return out[:: 2] if quick and len(out) > 8 else out
 
 
