@@ -116,10 +116,11 @@ def backward_candidates(block_n, single, quick):
                 if 4 <= per_thread <= 32:
                     out += [Launch(rows, block_n, warps, True, p) for p in pps]
     else:
-        for chunk in (1024, 2048, 4096):
-            for warps in (4, 8, 16):
-                if 4 <= chunk / (warps * 32) <= 16:
-                    out += [Launch(1, chunk, warps, False, p) for p in (0.25, 0.5, 1, 2)]
+        for rows in (1, 2):  # 2 rows halve the partial-row traffic per row, for twice the L2 footprint
+            for chunk in (1024, 2048, 4096):
+                for warps in (4, 8, 16):
+                    if 4 <= rows * chunk / (warps * 32) <= 16:
+                        out += [Launch(rows, chunk, warps, False, p) for p in (0.25, 0.5, 1, 2)]
     return out[:: 2] if quick and len(out) > 8 else out
 
 
