@@ -138,6 +138,8 @@ def _backward(
     bias: Optional[Tensor],
     normalized_ndim: int,
     is_rms: bool,
+    need_dweight: bool = True,
+    need_dbias: bool = True,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     from .kernels.launch import norm_backward
 
@@ -151,8 +153,9 @@ def _backward(
             None if is_rms else mean,
             rstd,
             _param(weight, n),
-            None if bias is None else bias.dtype,
+            None if bias is None or not need_dbias else bias.dtype,
             is_rms,
+            need_dweight,
         )
     if dx.shape != x.shape:
         dx = dx.view(x.shape)
@@ -210,18 +213,20 @@ def norm_bwd(
     bias: Optional[Tensor],
     normalized_ndim: int,
     is_rms: bool,
+    need_dweight: bool,
+    need_dbias: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight or empty, dbias or empty); ``bias`` only says whether and in which dtype."""
-    dx, dw, db = _backward(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms)
+    dx, dw, db = _backward(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms, need_dweight, need_dbias)
     return dx, _placeholder(x) if dw is None else dw, _placeholder(x) if db is None else db
 
 
 @norm_bwd.register_fake
-def _norm_bwd_fake(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms):
+def _norm_bwd_fake(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms, need_dweight, need_dbias):
     return (
         x.new_empty(x.shape),
-        _placeholder(x) if weight is None else weight.new_empty(weight.shape),
-        _placeholder(x) if bias is None else bias.new_empty(bias.shape),
+        _placeholder(x) if weight is None or not need_dweight else weight.new_empty(weight.shape),
+        _placeholder(x) if bias is None or not need_dbias else bias.new_empty(bias.shape),
     )
 
 
@@ -231,15 +236,18 @@ def _input_grads(ctx, dy, dr_out, saved):
     if dy is None:
         dy = torch.zeros_like(x_or_r, dtype=ctx.y_dtype)
     dres = dr_out if ctx.store_residual else None
+    need_dw, need_db = ctx.needs_input_grad[2], ctx.needs_input_grad[3]  # frozen parameters: no sums
     if ctx.compiling:
         dx, dw, db = torch.ops.layernorm.norm_bwd(
-            dy, x_or_r, dres, mean, rstd, weight, bias, ctx.normalized_ndim, ctx.is_rms
+            dy, x_or_r, dres, mean, rstd, weight, bias, ctx.normalized_ndim, ctx.is_rms, need_dw, need_db
         )
     else:
-        dx, dw, db = _backward(dy, x_or_r, dres, mean, rstd, weight, bias, ctx.normalized_ndim, ctx.is_rms)
+        dx, dw, db = _backward(dy, x_or_r, dres, mean, rstd, weight, bias, ctx.normalized_ndim, ctx.is_rms,
+                               need_dw, need_db)
     grad_x = dx.to(ctx.x_dtype)
     grad_residual = None if ctx.residual_dtype is None else dx.to(ctx.residual_dtype)
-    return grad_x, grad_residual, (dw if weight is not None else None), (db if bias is not None else None)
+    return (grad_x, grad_residual, dw if weight is not None and need_dw else None,
+            db if bias is not None and need_db else None)
 
 
 def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd):

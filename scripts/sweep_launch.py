@@ -274,7 +274,7 @@ def register_report():
                         consts.update(HAS_RESIDUAL=variant.startswith("add"), STORE_RESIDUAL=variant.startswith("add"),
                                       PERSISTENT=cand.single_chunk and cand.programs_per_sm > 0)
                     else:
-                        consts.update(HAS_DRES=variant.startswith("add"))
+                        consts.update(HAS_DRES=variant.startswith("add"), NEED_DW=True, NEED_DB=consts.pop("HAS_BIAS"))
                     regs, stack = compiled_resources(kernel, names, consts, dt, "fp32", cand.num_warps)
                     worst = max(worst, stack)
                     shape = f"{cand.block_m}x{cand.block_n} w{cand.num_warps}{'' if cand.single_chunk else ' chunked'}"

@@ -326,6 +326,28 @@ def test_add_norm_residual_in_float32(kind):
 # --- determinism, registration, torch.compile -------------------------------------------------
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_frozen_parameters(chunked):
+    """Parameters that need no gradient get none, and dx is unchanged."""
+    x = activations(9, 40, dtype=torch.float32)
+    w, b = params(40, torch.float32)
+    dy = randn(9, 40, dtype=torch.float32)
+    force = dict(max_single_block_n=16, chunk=16) if chunked else {}
+    with table.forced(**force):
+        for frozen in ("weight", "bias", "both"):
+            xx, ww, bb = leaves(x, w, b)
+            if frozen in ("weight", "both"):
+                ww.requires_grad_(False)
+            if frozen in ("bias", "both"):
+                bb.requires_grad_(False)
+            ops.triton_layer_norm(xx, (40,), ww, bb, 1e-5).backward(dy)
+            ref = leaves(x.double())[0]
+            F.layer_norm(ref, (40,), w.double(), b.double()).backward(dy.double())
+            assert error(xx.grad, ref.grad) < 1e-5
+            assert (ww.grad is None) == (frozen in ("weight", "both"))
+            assert (bb.grad is None) == (frozen in ("bias", "both"))
+
+
 def test_parameter_gradients_are_bitwise_repeatable():
     x = activations(21, 40, dtype=torch.bfloat16)
     w, b = params(40, torch.float32)
@@ -456,8 +478,8 @@ for n, chunked in ((768, False), (4096, False), (65536, True)):
             assert regs > 0, ("forward", n)
             worst = max(worst, stack) if not persistent or fl.single_chunk else worst
         regs, stack = S.compiled_resources(norm_bwd_kernel, S._BWD_SIG, dict(
-            BLOCK_M=bl.block_m, BLOCK_N=bl.block_n, SINGLE_CHUNK=bl.single_chunk, HAS_DRES=fused, **common),
-            "bf16", "fp32", bl.num_warps)
+            BLOCK_M=bl.block_m, BLOCK_N=bl.block_n, SINGLE_CHUNK=bl.single_chunk, HAS_DRES=fused,
+            IS_RMS=is_rms, HAS_WEIGHT=True, NEED_DW=True, NEED_DB=not is_rms), "bf16", "fp32", bl.num_warps)
         assert regs > 0, ("backward", n)
         worst = max(worst, stack)
 print("largest stack frame", worst)

@@ -86,14 +86,17 @@ def norm_backward(
     weight: Optional[Tensor],
     bias_dtype: Optional[torch.dtype],
     is_rms: bool,
+    need_dweight: bool = True,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """dx (in ``x``'s dtype), dweight, dbias (when ``bias_dtype``) for the rows of ``x``.
+    """dx (in ``x``'s dtype), dweight (when ``weight`` and ``need_dweight``), dbias (when
+    ``bias_dtype``) for the rows of ``x``.
 
     ``x`` is the normalised input the forward saw (r' for the fused add);
     ``dres`` is a gradient reaching it directly, added to dx.
     """
     m, n = x.shape
-    has_weight, has_bias = weight is not None, bias_dtype is not None
+    has_weight = weight is not None and need_dweight  # a dweight to compute
+    has_bias = bias_dtype is not None
     dx = _alloc((m, n), x.dtype, x.device)
     dw = None if not has_weight else _alloc((n,), weight.dtype, x.device)
     db = None if not has_bias else _alloc((n,), bias_dtype, x.device)
@@ -115,7 +118,8 @@ def norm_backward(
         dy.stride(0), x.stride(0), 0 if dres is None else dres.stride(0), dx.stride(0),
         m, n, programs,
         BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, SINGLE_CHUNK=launch.single_chunk,
-        IS_RMS=is_rms, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, HAS_DRES=dres is not None,
+        IS_RMS=is_rms, HAS_WEIGHT=weight is not None, NEED_DW=has_weight, NEED_DB=has_bias,
+        HAS_DRES=dres is not None,
         num_warps=launch.num_warps,
     )
     if has_weight or has_bias:

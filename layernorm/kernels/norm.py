@@ -232,7 +232,7 @@ def norm_bwd_kernel(
     stride_dy, stride_x, stride_dres, stride_dx,
     M, N, num_programs,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_CHUNK: tl.constexpr,
-    IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, NEED_DW: tl.constexpr, NEED_DB: tl.constexpr,
     HAS_DRES: tl.constexpr,
 ):
     """dx for the row blocks pid, pid + G, ...; one partial row of dweight / dbias per program.
@@ -242,7 +242,8 @@ def norm_bwd_kernel(
       RMSNorm:   dx = rstd * (g - x_hat * mean(g * x_hat))
       dweight = sum over rows of dy * x_hat;  dbias = sum over rows of dy.
     ``X`` is the normalised input (r' for the fused add); ``DRES`` the
-    gradient reaching r' directly, added to dx.
+    gradient reaching r' directly, added to dx. ``NEED_DW`` / ``NEED_DB``: the
+    parameter gradients are wanted (frozen parameters cost nothing).
     """
     pid = tl.program_id(0)
     num_blocks = (M + BLOCK_M - 1) // BLOCK_M
@@ -286,13 +287,13 @@ def norm_bwd_kernel(
             if HAS_DRES:
                 dx += tl.load(DRES + rows[:, None] * stride_dres + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             tl.store(DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
-            if HAS_WEIGHT:
+            if NEED_DW:
                 dw_acc += tl.sum(dy * x_hat, axis=0)
-            if HAS_BIAS:
+            if NEED_DB:
                 db_acc += tl.sum(dy, axis=0)
-        if HAS_WEIGHT:
+        if NEED_DW:
             tl.store(DW_PARTIAL + partial_row + cols, dw_acc, mask=col_mask)
-        if HAS_BIAS:
+        if NEED_DB:
             tl.store(DB_PARTIAL + partial_row + cols, db_acc, mask=col_mask)
     else:
         for block in range(pid, num_blocks, num_programs):
@@ -350,10 +351,10 @@ def norm_bwd_kernel(
                     dx += tl.load(DRES + rows[:, None] * stride_dres + c[None, :], mask=mask, other=0.0).to(tl.float32)
                 tl.store(DX + rows[:, None] * stride_dx + c[None, :], dx.to(DX.dtype.element_ty), mask=mask)
                 keep = col_mask & ((c * 0 + block) != pid)  # a tensor compare: the interpreter's block is an int
-                if HAS_WEIGHT:
+                if NEED_DW:
                     dw = tl.load(DW_PARTIAL + partial_row + c, mask=keep, other=0.0)
                     tl.store(DW_PARTIAL + partial_row + c, dw + tl.sum(dy * x_hat, axis=0), mask=col_mask)
-                if HAS_BIAS:
+                if NEED_DB:
                     db = tl.load(DB_PARTIAL + partial_row + c, mask=keep, other=0.0)
                     tl.store(DB_PARTIAL + partial_row + c, db + tl.sum(dy, axis=0), mask=col_mask)
 
