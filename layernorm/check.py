@@ -4,7 +4,7 @@ For each operation (layer_norm, rms_norm), device, implementation, dtype and
 shape of a small sweep, it runs the forward and the backward (autograd) of
 the implementation in that dtype and compares the output and every gradient
 with the annotated reference evaluated in float64 on the same values. The
-error of one case is the largest over its outputs of
+error of one case is the largest over its outputs of::
 
     max |out - ref| / max(max |ref|, 1)
 
@@ -31,7 +31,7 @@ from .functional import available_impls, layer_norm, rms_norm
 # dtype, which leaves room for sums over thousands of elements in the gradients.
 TOLERANCE = {
     torch.float64: 1e-10,
-    torch.float32: 2e-5,
+    torch.float32: 1e-4,
     torch.float16: 1e-2,
     torch.bfloat16: 5e-2,
 }

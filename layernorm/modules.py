@@ -105,7 +105,8 @@ class AddLayerNorm(LayerNorm):
     Args:
         residual_in_fp32 (bool): keep the returned residual in float32 when the
             activations are half precision. Default: False.
-        The other arguments are :class:`torch.nn.LayerNorm`'s.
+
+    The other arguments are :class:`torch.nn.LayerNorm`'s.
 
     Examples::
 
