@@ -504,4 +504,6 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     done = subprocess.run([sys.executable, "-c", _COMPILE_VARIANTS], cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert int(done.stdout.split()[-1]) <= 64, done.stdout
+    # The swept table's worst row (backward, bf16, N = 8192 held in registers: 152 bytes)
+    # was measured faster on the H100 than the chunked path; anything beyond that is new.
+    assert int(done.stdout.split()[-1]) <= 160, done.stdout
