@@ -322,6 +322,31 @@ def bar_rows(results: List[Result], ceiling: float) -> List[Tuple[str, str, bool
             worst[label] = (ratio, here)
     for label, (ratio, where) in sorted(worst.items()):
         rows.append((label, f"worst {ratio:.3f} ({where})", ratio >= 1.0))
+    rows.extend(_add_norm_rows(by_key))
+    return rows
+
+
+# Peers that add and normalise in two passes; torch.compile and Liger's fused kernel fuse them.
+UNFUSED_ADD_PEERS = ("torch", "liger", "add + layernorm")
+# x + r then a norm moves 5 units of M·N·s (add: 2 in, 1 out; norm: 1 in, 1 out), the fused op 4.
+ADD_NORM_SAVING = 5 / 4
+
+
+def _add_norm_rows(by_key: Dict[tuple, Dict[str, "Result"]]) -> List[Tuple[str, str, bool]]:
+    """Issue 4's add + norm row: forward time of the best unfused peer over ours, bf16, M = 32768."""
+    rows = []
+    for op in ("add_layer_norm", "add_rms_norm"):
+        ratios = []
+        for key, impls in sorted(by_key.items()):
+            if key[0] != op or key[1:4] != ("bf16", "bf16", 32768) or key[5] != "forward" or OURS not in impls:
+                continue
+            unfused = [impls[k].ms for k in UNFUSED_ADD_PEERS if k in impls and impls[k].ms == impls[k].ms]
+            if unfused and impls[OURS].ms == impls[OURS].ms:
+                ratios.append((key[4], min(unfused) / impls[OURS].ms))
+        if ratios:
+            figures = ", ".join(f"N={n}: {r:.2f}x" for n, r in ratios)
+            rows.append((f"{op} forward >= {ADD_NORM_SAVING:.2f}x the unfused x + r then best plain norm (bf16, M=32768)",
+                         figures, all(r >= ADD_NORM_SAVING for _, r in ratios)))
     return rows
 
 

@@ -98,6 +98,26 @@ def _autocast_float32(x: Tensor, *params: Optional[Tensor]):
     return tuple(t.float() if t is not None and t.dtype != torch.float64 else t for t in (x, *params))
 
 
+def _torch_layer_norm(
+    x: Tensor, shape: Tuple[int, ...], weight: Optional[Tensor], bias: Optional[Tensor], eps: float
+) -> Tensor:
+    """``F.layer_norm``, also for parameters in another dtype than ``x`` (float32 on half input).
+
+    PyTorch's CUDA kernel refuses that mix (torch 2.11: "expected scalar type
+    BFloat16 but found Float"), its CPU kernel takes it. Either way we run the
+    op in the promoted dtype (at least float32, as the fused kernels compute)
+    and return ``x``'s dtype, so the result does not depend on the device.
+    """
+    params = [p for p in (weight, bias) if p is not None]
+    if all(p.dtype == x.dtype for p in params):
+        return F.layer_norm(x, shape, weight, bias, eps)
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    for p in params:
+        dtype = torch.promote_types(dtype, p.dtype)
+    weight, bias = (None if p is None else p.to(dtype) for p in (weight, bias))
+    return F.layer_norm(x.to(dtype), shape, weight, bias, eps).to(x.dtype)
+
+
 def layer_norm(
     input: Tensor,
     normalized_shape,
@@ -141,7 +161,7 @@ def layer_norm(
         return triton_layer_norm(input, shape, weight, bias, eps)
     if chosen == "reference":
         return reference.layer_norm(input, shape, weight, bias, eps)
-    return F.layer_norm(input, shape, weight, bias, eps)
+    return _torch_layer_norm(input, shape, weight, bias, eps)
 
 
 def rms_norm(
@@ -234,7 +254,7 @@ def add_layer_norm(
 
         return triton_add_layer_norm(input, residual, shape, weight, bias, eps, residual_in_fp32)
     new_residual = _residual_sum(input, residual, residual_in_fp32)
-    norm = reference.layer_norm if chosen == "reference" else F.layer_norm
+    norm = reference.layer_norm if chosen == "reference" else _torch_layer_norm
     return norm(new_residual, shape, weight, bias, eps).to(input.dtype), new_residual
 
 

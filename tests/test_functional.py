@@ -142,6 +142,28 @@ def test_mixed_precision_parameters_keep_input_dtype():
         assert relative_error(y, want) < TOLERANCE[torch.bfloat16]
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("fn", ["layer_norm", "add_layer_norm"])
+def test_parameters_in_another_dtype_run_in_the_promoted_dtype(impl, fn):
+    """float64 input, float32 parameters: float64 accuracy; float32 input, bfloat16 parameters:
+    float32 output; gradients reach the parameters in their own dtype (PyTorch's CUDA op refuses
+    these mixes, so ``impl="torch"`` promotes them itself)."""
+    for x_dtype, p_dtype, tolerance in ((torch.float64, torch.float32, 1e-10), (torch.float32, torch.bfloat16, 1e-4)):
+        x = random_like_activations(6, 40, dtype=x_dtype).requires_grad_()
+        w = randn(40, seed=2, dtype=p_dtype).requires_grad_()
+        b = randn(40, seed=3, dtype=p_dtype).requires_grad_()
+        if fn == "layer_norm":
+            y = layernorm.layer_norm(x, 40, w, b, impl=impl)
+        else:
+            y, _ = layernorm.add_layer_norm(x, None, 40, w, b, impl=impl)
+        assert y.dtype == x_dtype
+        want = F.layer_norm(x.double(), (40,), w.double(), b.double())
+        assert relative_error(y, want) < tolerance
+        y.backward(randn(6, 40, seed=4, dtype=x_dtype))
+        assert (x.grad.dtype, w.grad.dtype, b.grad.dtype) == (x_dtype, p_dtype, p_dtype)
+        assert torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+
+
 def test_cpu_autocast_matches_torch_dtype():
     x = random_like_activations(4, 32, dtype=torch.bfloat16)
     w = randn(32, seed=2)

@@ -435,6 +435,10 @@ def test_bench_pipeline_on_cpu(monkeypatch, tmp_path):
     assert any(abs(r.gbps - expected) < 1e-9 for r in results if r.pass_ == "both" and r.op == "layer_norm")
     bench.print_table(cases, 3000.0)
     assert bench.bar_rows(results, 3000.0)
+    add = [bench.Result("add_layer_norm", "bf16", "bf16", 32768, 1024, impl, "forward", ms)
+           for impl, ms in (("layernorm", 1.0), ("torch", 1.3), ("add + layernorm", 1.2), ("torch.compile", 0.9))]
+    (row,) = [r for r in bench.bar_rows(add, 3000.0) if r[0].startswith("add_layer_norm forward")]
+    assert row[1] == "N=1024: 1.20x" and row[2] is False  # the fused compile peer is not the baseline
     big = bench.Case("layer_norm", "bf16", "bf16", 4096, 32, results=[
         bench.Result("layer_norm", "bf16", "bf16", 4096, 32, "layernorm", "forward", 1.0, 2.0, 0.1, 1.0)])
     assert bench.plot([big], str(tmp_path)) == [str(tmp_path / "layer_norm.png")]

@@ -270,3 +270,17 @@ def test_torch_compile_fullgraph_with_inductor():
         results.append([loss, *torch.autograd.grad(loss, args)])
     for eager, comp in zip(*results):
         torch.testing.assert_close(comp.float(), eager.float(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_torch_impl_takes_float32_parameters_on_half_input(dtype):
+    """impl="torch" on CUDA: PyTorch's kernel refuses the mix, our dispatch promotes it."""
+    import layernorm
+
+    x = activations(64, 1024, dtype=dtype)
+    w = activations(1024, seed=1, offset=1.0)
+    b = activations(1024, seed=2, offset=0.0)
+    y = layernorm.layer_norm(x, 1024, w, b, impl="torch")
+    want = F.layer_norm(x.double(), (1024,), w.double(), b.double())
+    assert y.dtype == dtype
+    assert error(y, want) <= 2 * ATOL[dtype]
