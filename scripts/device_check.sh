@@ -3,7 +3,8 @@
 #   1. the GPU tests (pytest -m gpu tests/gpu)
 #   2. compute-sanitizer memcheck on one pass of each kernel path
 #   3. the launch-table sweep, when SWEEP=1 (it rewrites the table this run then uses)
-#   4. layernorm bench (BENCH_OPS, default "layer_norm"; BENCH_ARGS passed through)
+#   4. host time per call of small launches (scripts/host_overhead.py)
+#   5. layernorm bench (BENCH_OPS, default "layer_norm"; BENCH_ARGS passed through)
 # Output goes under $OUT (the device tool's folder; runs/device elsewhere). Each step runs even
 # when an earlier one failed; a summary is printed last and the exit status is 1 if any failed.
 #
@@ -90,7 +91,10 @@ if [ "${SWEEP:-0}" = 1 ]; then
   step sweep $PY scripts/sweep_launch.py --out "$OUT/sweep" --write --budget-s "${SWEEP_BUDGET_S:-240}" ${SWEEP_ARGS:-}
 fi
 
-# 4. bench
+# 4. host time of small calls, layer by layer (seconds; SKIP_HOST=1 leaves it out)
+[ "${SKIP_HOST:-0}" = 1 ] || step host $PY scripts/host_overhead.py --json "$OUT/host_overhead.json"
+
+# 5. bench
 bench_ops=()
 for op in ${BENCH_OPS-layer_norm}; do bench_ops+=(--op "$op"); done
 if [ ${#bench_ops[@]} -gt 0 ]; then
