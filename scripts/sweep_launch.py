@@ -116,7 +116,7 @@ def backward_candidates(block_n, single, quick):
                 if 4 <= per_thread <= 32:
                     out += [Launch(rows, block_n, warps, True, p) for p in pps]
     else:
-        for rows in (1, 2):  # 2 rows halve the partial-row traffic per row, for twice the L2 footprint
+        for rows in (1, 2, 4):  # more rows cut the partial-row traffic per row, for more L2 footprint
             for chunk in (1024, 2048, 4096):
                 for warps in (4, 8, 16):
                     if 4 <= rows * chunk / (warps * 32) <= 16:
