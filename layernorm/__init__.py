@@ -5,9 +5,12 @@
 - :class:`LayerNorm`, :class:`RMSNorm`: drop-in ``torch.nn.LayerNorm`` / ``torch.nn.RMSNorm``.
 - :func:`add_layer_norm`, :func:`add_rms_norm`, :class:`AddLayerNorm`, :class:`AddRMSNorm`:
   the pre-norm transformer step, residual add + norm, fused.
+- :class:`TransformerEncoderLayer`, :class:`TransformerDecoderLayer`: PyTorch's layers with
+  each residual add fused into the norm after it (:mod:`layernorm.blocks`).
 - :func:`patch`, :func:`unpatch`: swap PyTorch's modules inside a model for ours.
 """
 
+from .blocks import TransformerDecoderLayer, TransformerEncoderLayer
 from .functional import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from .modules import AddLayerNorm, AddRMSNorm, LayerNorm, RMSNorm
 from .patch import patch, unpatch
@@ -17,5 +20,6 @@ __version__ = "0.1.0"
 __all__ = [
     "layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm",
     "LayerNorm", "RMSNorm", "AddLayerNorm", "AddRMSNorm",
+    "TransformerEncoderLayer", "TransformerDecoderLayer",
     "patch", "unpatch", "__version__",
 ]

@@ -7,19 +7,32 @@ flag stay, nothing is copied, and an optimizer built before the swap still
 holds the right parameters. Only modules whose class is exactly PyTorch's
 are swapped; subclasses of it (a model's own LayerNorm variant) are left
 alone, because their ``forward`` may do something else.
+
+With ``fuse_add=True`` PyTorch's ``TransformerEncoderLayer`` and
+``TransformerDecoderLayer`` are swapped the same way for the classes of
+:mod:`layernorm.blocks`, whose ``forward`` runs each residual add and the norm
+after it as one fused call. That is where a model's structure allows the
+fusion without rewriting its code: the add and the norm sit in one
+``forward`` we can replace. (In a model library's own block, GPT-2's say, the
+add is in that block's code; use :class:`layernorm.AddLayerNorm` there.)
 """
 
 from __future__ import annotations
 
 import torch
 
+from . import blocks
 from .modules import LayerNorm, RMSNorm
 
 __all__ = ["patch", "unpatch"]
 
 # PyTorch's class -> ours, and back.
-_OURS = {torch.nn.LayerNorm: LayerNorm, torch.nn.RMSNorm: RMSNorm}
-_THEIRS = {ours: theirs for theirs, ours in _OURS.items()}
+_NORMS = {torch.nn.LayerNorm: LayerNorm, torch.nn.RMSNorm: RMSNorm}
+_LAYERS = {
+    torch.nn.TransformerEncoderLayer: blocks.TransformerEncoderLayer,
+    torch.nn.TransformerDecoderLayer: blocks.TransformerDecoderLayer,
+}
+_THEIRS = {ours: theirs for theirs, ours in {**_NORMS, **_LAYERS}.items()}
 
 
 def _swap_classes(model: torch.nn.Module, mapping: dict) -> int:
@@ -34,10 +47,13 @@ def _swap_classes(model: torch.nn.Module, mapping: dict) -> int:
     return swapped
 
 
-def patch(model: torch.nn.Module) -> int:
+def patch(model: torch.nn.Module, *, fuse_add: bool = False) -> int:
     """Make every ``torch.nn.LayerNorm`` / ``torch.nn.RMSNorm`` in ``model`` run ours.
 
-    Returns the number of modules swapped (the root counts when it is one).
+    With ``fuse_add``, also every ``torch.nn.TransformerEncoderLayer`` /
+    ``TransformerDecoderLayer``: their residual adds run fused with the norm
+    after them (:mod:`layernorm.blocks`). Returns the number of modules swapped
+    (the root counts when it is one).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
@@ -46,9 +62,12 @@ def patch(model: torch.nn.Module) -> int:
         >>> type(model[1]).__module__
         'layernorm.modules'
     """
-    return _swap_classes(model, _OURS)
+    if not isinstance(fuse_add, bool):
+        raise TypeError(f"fuse_add must be a bool, got {type(fuse_add).__name__}")
+    return _swap_classes(model, {**_NORMS, **_LAYERS} if fuse_add else _NORMS)
 
 
 def unpatch(model: torch.nn.Module) -> int:
-    """Undo :func:`patch`: our modules become PyTorch's again. Returns the count."""
+    """Undo :func:`patch` (with or without ``fuse_add``): our modules become PyTorch's again.
+    Returns the count."""
     return _swap_classes(model, _THEIRS)

@@ -414,6 +414,32 @@ def test_through_the_public_functions():
     assert error(y, ref) < 2 * ATOL[torch.bfloat16]
 
 
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
+def test_patched_transformer_layer_on_the_kernels(norm_first):
+    """patch(fuse_add=True) on PyTorch's encoder layer, the fused adds on these kernels (float32)."""
+    import copy
+
+    import layernorm
+
+    torch.manual_seed(0)
+    theirs = torch.nn.TransformerEncoderLayer(16, 2, 24, dropout=0.0, batch_first=True, norm_first=norm_first)
+    ours = copy.deepcopy(theirs)
+    layernorm.patch(ours, fuse_add=True)
+    for module in ours.modules():
+        if isinstance(module, layernorm.LayerNorm):
+            module.impl = "triton"
+    x = activations(2, 5, 16)
+    grads = []
+    for layer in (theirs.double(), ours):
+        xi = x.double().requires_grad_() if layer is theirs else x.clone().requires_grad_()
+        out = layer(xi)
+        out.backward(randn(*out.shape, dtype=out.dtype))
+        grads.append((out, xi.grad, [p.grad for p in layer.parameters()]))
+    (want, want_dx, want_dp), (got, got_dx, got_dp) = grads
+    assert error(got, want) < 2 * ATOL[torch.float32] and error(got_dx, want_dx) < 2 * ATOL[torch.float32]
+    assert all(error(g, w) < 4 * ATOL[torch.float32] for g, w in zip(got_dp, want_dp))
+
+
 # --- layernorm bench, with a stub timer on the CPU interpreter --------------------------------
 
 
