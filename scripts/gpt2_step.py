@@ -1,12 +1,17 @@
-"""What a user feels: one GPT-2 small training step with torch.nn.LayerNorm, then patched.
+"""What a user feels: one transformer training step with torch.nn.LayerNorm, then patched.
 
-GPT-2 small (12 layers, 768 wide) from transformers, random weights (nothing is
-downloaded), batch 8 x 1024 tokens, bf16 autocast, fused AdamW, on one CUDA
-GPU. The step is timed with CUDA events (median of --steps after --warmup);
-the same model object is timed before and after ``layernorm.patch``, so the
-only difference is the normalization. Run from the repository root:
+``--model gpt2`` (default): GPT-2 small (12 layers, 768 wide) from
+transformers, random weights (nothing is downloaded). ``--model encoder``:
+PyTorch's own pre-norm ``TransformerEncoder`` of the same size (12 layers, 768
+wide, 12 heads, feed-forward 3072), which ``patch(model, fuse_add=True)`` can
+also fuse (residual add + norm, :mod:`layernorm.blocks`). Batch 8 x 1024
+tokens, bf16 autocast, fused AdamW, on one CUDA GPU. The step is timed with
+CUDA events (median of --steps after --warmup); the same model object is timed
+before and after ``layernorm.patch``, so the only difference is the
+normalization. Run from the repository root:
 
     PYTHONPATH=. python3 scripts/gpt2_step.py --out runs/gpt2_step.json
+    PYTHONPATH=. python3 scripts/gpt2_step.py --model encoder --out runs/encoder_step.json
 """
 
 from __future__ import annotations
@@ -23,20 +28,38 @@ import torch
 import layernorm
 
 
-def build(batch: int, seq: int):
+def build_gpt2(batch: int, seq: int):
+    """(model, loss of one step)"""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_positions=seq)).cuda()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     tokens = torch.randint(0, model.config.vocab_size, (batch, seq), device="cuda")
-    return model, optimizer, tokens
+    return model, lambda: model(tokens, labels=tokens).loss
 
 
-def step_ms(model, optimizer, tokens, warmup: int, steps: int) -> float:
+def build_encoder(batch: int, seq: int):
+    """(model, loss of one step): a pre-norm encoder on random embeddings, mean-square loss."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(768, 12, 3072, dropout=0.1, activation="gelu", batch_first=True,
+                                             norm_first=True)
+    model = torch.nn.TransformerEncoder(layer, 12, norm=torch.nn.LayerNorm(768), enable_nested_tensor=False).cuda()
+    x = torch.randn(batch, seq, 768, device="cuda")
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(seq, device="cuda")
+    return model, lambda: model(x, mask=mask, is_causal=True).float().pow(2).mean()
+
+
+MODELS = {
+    "gpt2": ("GPT-2 small (transformers, random init)", build_gpt2, ("torch.nn.LayerNorm", "layernorm.patch")),
+    "encoder": ("torch.nn.TransformerEncoder, pre-norm, 12 x 768", build_encoder,
+                ("torch.nn.LayerNorm", "layernorm.patch", "layernorm.patch(fuse_add=True)")),
+}
+
+
+def step_ms(model, optimizer, loss_fn, warmup: int, steps: int) -> float:
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(tokens, labels=tokens).loss
+            loss = loss_fn()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -56,6 +79,7 @@ def step_ms(model, optimizer, tokens, warmup: int, steps: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=tuple(MODELS), default="gpt2")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=1024)
     parser.add_argument("--warmup", type=int, default=5)
@@ -65,25 +89,27 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpt2_step needs a CUDA GPU", file=sys.stderr)
         return 2
-    model, optimizer, tokens = build(args.batch, args.seq)
+    description, build, variants = MODELS[args.model]
+    model, loss_fn = build(args.batch, args.seq)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     results = {}
     # Alternate the variants twice so clock drift shows up as spread, not as a difference.
     for round_ in range(2):
-        for variant in ("torch.nn.LayerNorm", "layernorm.patch"):
-            if variant == "layernorm.patch":
-                layernorm.patch(model)
-            else:
-                layernorm.unpatch(model)
-            ms = step_ms(model, optimizer, tokens, args.warmup, args.steps)
+        for variant in variants:
+            layernorm.unpatch(model)
+            if variant != "torch.nn.LayerNorm":
+                layernorm.patch(model, fuse_add="fuse_add" in variant)
+            ms = step_ms(model, optimizer, loss_fn, args.warmup, args.steps)
             results.setdefault(variant, []).append(ms)
-            print(f"round {round_}: {variant:20s} {ms:8.2f} ms/step", flush=True)
+            print(f"round {round_}: {variant:32s} {ms:8.2f} ms/step", flush=True)
+    baseline = min(results["torch.nn.LayerNorm"])
     summary = {
-        "model": "GPT-2 small (transformers, random init)",
+        "model": description,
         "batch": args.batch, "seq": args.seq, "autocast": "bfloat16", "optimizer": "AdamW(fused=True)",
         "device": torch.cuda.get_device_name(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "ms_per_step": results,
-        "speedup": min(results["torch.nn.LayerNorm"]) / min(results["layernorm.patch"]),
+        "speedup": {v: baseline / min(results[v]) for v in variants[1:]},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
