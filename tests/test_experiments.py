@@ -136,3 +136,107 @@ def test_cross_process_batchnorm_is_batchnorm_on_one_process():
         torch.testing.assert_close(ours.running_var, ref.running_var)
     finally:
         dist.destroy_process_group()
+
+
+# ---- sizes: smoke, quick, default ---------------------------------------------
+# The quick runs take minutes, so these tests check the wiring, not the runs.
+
+
+def _flat_numbers(cfg, prefix=""):
+    """{"model.n_layer": 8, "steps": 300, ...}; None (text_chars: all of it) counts as infinite."""
+    flat = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            flat.update(_flat_numbers(value, f"{prefix}{key}."))
+        elif value is None or isinstance(value, (int, float)):
+            flat[prefix + key] = math.inf if value is None else value
+    return flat
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_quick_size_lies_between_smoke_and_default(name):
+    from layernorm.experiments import experiment_module
+
+    config = experiment_module(name).config
+    smoke, quick, default = (_flat_numbers(config(size)) for size in _common.SIZES)
+    assert smoke.keys() == quick.keys() == default.keys()
+    for key in quick:
+        assert smoke[key] <= quick[key] <= default[key], (key, smoke[key], quick[key], default[key])
+    assert quick != smoke  # quick is more than smoke somewhere (steps, data or model)
+
+
+def test_default_sizes_are_the_documented_runs():
+    """docs/experiments.md documents these; the quick size must not have moved them."""
+    from layernorm.experiments import experiment_module
+
+    def config(name):
+        return experiment_module(name).config("default")
+
+    assert config("small-batch") == {"examples": 40_000, "mnist1d_samples": 5_000}
+    assert config("running-stats") == {"train_steps": 3_000, "mnist1d_samples": 5_000, "companion_examples": 64}
+    assert config("rnn")["steps"] == 600 and config("rnn")["d_hidden"] == 256 and config("rnn")["seq_len"] == 64
+    assert config("distributed") == {"steps": 300, "mnist1d_samples": 5_000}
+    assert config("transformer")["steps"] == 300 and config("transformer")["model"]["n_layer"] == 8
+
+
+def test_config_returns_a_copy():
+    from layernorm.experiments import transformer
+
+    transformer.config("quick")["model"]["n_layer"] = 99
+    assert transformer.config("quick")["model"]["n_layer"] != 99
+
+
+def test_resolve_size_keeps_the_smoke_flag_working():
+    assert _common.resolve_size(None) == "default"
+    assert _common.resolve_size(None, smoke=True) == "smoke"
+    assert _common.resolve_size("quick") == "quick"
+    assert _common.resolve_size("smoke", smoke=True) == "smoke"
+    with pytest.raises(ValueError, match="contradicts"):
+        _common.resolve_size("quick", smoke=True)
+    with pytest.raises(ValueError, match="unknown experiment size"):
+        _common.resolve_size("huge")
+
+
+@pytest.mark.parametrize("kwargs, size", [({}, "default"), ({"smoke": True}, "smoke"),
+                                          ({"size": "quick"}, "quick"), ({"size": "smoke"}, "smoke")])
+def test_run_experiment_passes_the_size_to_the_experiment(kwargs, size, tmp_path, monkeypatch):
+    from layernorm.experiments import run_experiment, small_batch
+
+    seen = {}
+    monkeypatch.setattr(small_batch, "run", lambda **kw: seen.update(kw) or {"verdict": "stub"})
+    assert run_experiment("small-batch", tmp_path, device="cpu", **kwargs) == {"verdict": "stub"}
+    assert seen["size"] == size
+
+
+def test_run_experiment_rejects_smoke_with_another_size(tmp_path):
+    from layernorm.experiments import run_experiment
+
+    with pytest.raises(ValueError, match="contradicts"):
+        run_experiment("small-batch", tmp_path, smoke=True, size="quick", device="cpu")
+
+
+@pytest.mark.parametrize("flags, size", [([], "default"), (["--smoke"], "smoke"), (["--quick"], "quick")])
+def test_cli_size_flags(flags, size, tmp_path, monkeypatch):
+    import layernorm.experiments as experiments
+
+    seen = {}
+    monkeypatch.setattr(experiments, "run_experiment", lambda name, out, **kw: seen.update(kw))
+    assert main(["experiment", "rnn", "--device", "cpu", "--out", str(tmp_path)] + flags) == 0
+    assert seen["size"] == size
+
+
+def test_cli_smoke_and_quick_together_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", "rnn", "--smoke", "--quick"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, note", [({"size": "smoke"}, " (smoke size: too small to be evidence)"),
+                                        ({"smoke": True}, " (smoke size: too small to be evidence)"),
+                                        ({"size": "quick"}, " (quick size)"),
+                                        ({"size": "default"}, ""), ({}, "")])
+def test_verdict_line_names_its_size(args, note, tmp_path, capsys):
+    summary = _common.finish("x", tmp_path, [{"a": 1}], {}, "supported: 1 > 0", args, _common.Timer())
+    assert summary["verdict"] == "supported: 1 > 0" + note
+    assert f"VERDICT x: supported: 1 > 0{note}\n" in capsys.readouterr().out

@@ -13,7 +13,10 @@
 
 Each is run as ``layernorm experiment NAME`` and writes ``metrics.csv``,
 ``summary.json`` and PNG plots into ``--out`` (default ``runs/NAME``), then
-prints one line starting ``VERDICT``. ``--smoke`` is a quick size for tests.
+prints one line starting ``VERDICT``. Three sizes: ``--smoke`` (seconds, for
+tests: no evidence), ``--quick`` (about a minute each, what ``layernorm tour``
+runs) and the default (the documented runs of docs/experiments.md). Each
+experiment module's ``config(size)`` returns its parameters at a size.
 """
 
 from __future__ import annotations
@@ -33,16 +36,26 @@ EXPERIMENTS = {
 }
 
 
-def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[str] = None,
-                   seed: int = 0, data: Optional[Path] = None) -> Dict[str, object]:
-    """Run one experiment; return its summary (``summary["verdict"]`` is the verdict line)."""
-    import torch
-
-    from ._common import resolve_device, seed_everything
-
+def experiment_module(name: str):
+    """The module of experiment ``name`` (its ``run`` and ``config``)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    module = importlib.import_module(f".{EXPERIMENTS[name]}", __name__)
+    return importlib.import_module(f".{EXPERIMENTS[name]}", __name__)
+
+
+def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[str] = None,
+                   seed: int = 0, data: Optional[Path] = None, size: Optional[str] = None) -> Dict[str, object]:
+    """Run one experiment; return its summary (``summary["verdict"]`` is the verdict line).
+
+    ``size`` is "smoke", "quick" or "default"; left out, ``smoke=True`` means
+    "smoke" (the older way to ask) and otherwise the size is "default".
+    """
+    import torch
+
+    from ._common import resolve_device, resolve_size, seed_everything
+
+    module = experiment_module(name)
+    size = resolve_size(size, smoke)  # a contradiction fails here, before any work
     device = resolve_device(device)
     # torch's global settings change for the run and come back after it
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
@@ -51,7 +64,7 @@ def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[s
     torch.set_num_threads(1)
     try:
         seed_everything(seed)
-        return module.run(out=Path(out), smoke=smoke, device=device, seed=seed, data=data)
+        return module.run(out=Path(out), device=device, seed=seed, data=data, size=size)
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
@@ -60,12 +73,22 @@ def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[s
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", choices=list(EXPERIMENTS),
                         help="which experiment: " + ", ".join(EXPERIMENTS))
-    parser.add_argument("--smoke", action="store_true", help="a quick, tiny run (for tests; under a minute on a CPU)")
+    size = parser.add_mutually_exclusive_group()  # argparse rejects --smoke with --quick
+    size.add_argument("--smoke", action="store_true", help="a tiny run for tests (seconds; its verdict is no evidence)")
+    size.add_argument("--quick", action="store_true",
+                      help="a quick run (about a minute on 2 CPU cores; what `layernorm tour` runs)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present, else cpu)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/NAME)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--data", type=Path, default=None,
                         help="rnn, transformer: a UTF-8 text file to model instead of the standard-library docstrings")
+
+
+def size_from_args(args: argparse.Namespace) -> str:
+    """The size asked for on the command line: --smoke, --quick or neither."""
+    if args.smoke:
+        return "smoke"
+    return "quick" if args.quick else "default"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,5 +103,5 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"layernorm experiment {args.name}: {error}")
         return 2
-    run_experiment(args.name, out, smoke=args.smoke, device=device, seed=args.seed, data=args.data)
+    run_experiment(args.name, out, size=size_from_args(args), device=device, seed=args.seed, data=args.data)
     return 0

@@ -44,6 +44,34 @@ def resolve_device(device: Optional[str]) -> str:
     return device
 
 
+# ---- run sizes --------------------------------------------------------------
+
+# smoke: seconds, for tests (no evidence); quick: about a minute, small enough
+# for `layernorm tour` yet large enough that a true claim shows; default: the
+# documented runs of docs/experiments.md.
+SIZES = ("smoke", "quick", "default")
+VERDICT_NOTES = {
+    "smoke": " (smoke size: too small to be evidence)",
+    "quick": " (quick size)",
+    "default": "",
+}
+
+
+def resolve_size(size: Optional[str], smoke: bool = False) -> str:
+    """The run's size from ``size`` or from the older ``smoke=True``.
+
+    Both are accepted so that callers written before ``size`` existed keep
+    working; asking for smoke and another size at once is a contradiction.
+    """
+    if size is None:
+        return "smoke" if smoke else "default"
+    if size not in SIZES:
+        raise ValueError(f"unknown experiment size {size!r}; choose one of {', '.join(SIZES)}")
+    if smoke and size != "smoke":
+        raise ValueError(f"smoke=True contradicts size={size!r}: ask for one size")
+    return size
+
+
 def machine() -> str:
     """One line naming where the numbers came from."""
     return (f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} "
@@ -137,9 +165,13 @@ class Timer:
 
 def finish(name: str, out: Path, rows: Sequence[Dict[str, object]], summary: Dict[str, object],
            verdict: str, args: Dict[str, object], timer: Timer) -> Dict[str, object]:
-    """Write metrics.csv and summary.json, print the verdict line, return the summary."""
-    if args.get("smoke"):
-        verdict += " (smoke size: too small to be evidence)"
+    """Write metrics.csv and summary.json, print the verdict line, return the summary.
+
+    The verdict line ends by naming its size unless it is the default: a
+    smoke or quick verdict must not be read as the documented run's.
+    """
+    size = args.get("size") or ("smoke" if args.get("smoke") else "default")
+    verdict += VERDICT_NOTES[size]
     summary = {
         "experiment": name,
         "verdict": verdict,

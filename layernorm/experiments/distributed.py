@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ._common import LABELS, Timer, finish, make_norm, mnist1d, mlp, progress, pyplot, save_figure
+from ._common import LABELS, Timer, finish, make_norm, mnist1d, mlp, progress, pyplot, resolve_size, save_figure
 
 NORMS = ("layernorm", "batchnorm", "syncbatchnorm")
 GLOBAL_BATCH = 64
@@ -50,6 +50,20 @@ GLOBAL_BATCH = 64
 NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
                   if "forward_sync_buffers" in torch.nn.parallel.DistributedDataParallel.__init__.__code__.co_varnames
                   else {"broadcast_buffers": False})
+
+# Spawning 1 + 2 + 4 processes, each importing torch, costs about half a
+# minute whatever the steps: the sizes differ in the steps that follow. Quick
+# runs half the default's steps; BatchNorm's curves part from the first step.
+CONFIGS = {
+    "smoke": {"steps": 20, "mnist1d_samples": 1_000},
+    "quick": {"steps": 150, "mnist1d_samples": 5_000},
+    "default": {"steps": 300, "mnist1d_samples": 5_000},
+}
+
+
+def config(size: str) -> dict:
+    """The run's parameters at ``size`` ("smoke", "quick" or "default")."""
+    return dict(CONFIGS[size])
 
 
 # ---- counted collectives ---------------------------------------------------
@@ -255,16 +269,19 @@ def plot(results: dict, worlds, out: Path, synced: str) -> None:
     save_figure(fig, out / "loss_difference.png")
 
 
-def run(out: Path, smoke: bool, device: str, seed: int, data: Optional[Path] = None) -> dict:
+def run(out: Path, smoke: bool = False, device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
+        size: Optional[str] = None) -> dict:
     timer = Timer()
-    dataset = mnist1d(1_000 if smoke else 5_000)
+    size = resolve_size(size, smoke)
+    sized = config(size)
+    dataset = mnist1d(sized["mnist1d_samples"])
     worlds = [1, 2, 4]
     if device.startswith("cuda"):
         if torch.cuda.device_count() < 2:  # NCCL needs a GPU per process
             print("distributed: fewer than 2 GPUs, so the processes run on the CPU (gloo)")
             device = "cpu"
         worlds = [w for w in worlds if device == "cpu" or w <= torch.cuda.device_count()]
-    cfg = {"steps": 20 if smoke else 300, "lr": 2e-3, "seed": seed, "device": device}
+    cfg = {"steps": sized["steps"], "lr": 2e-3, "seed": seed, "device": device}
     results = {}
     for world in worlds:
         print(f"spawning {world} process{'es' if world > 1 else ''} ...", flush=True)
@@ -324,4 +341,5 @@ def run(out: Path, smoke: bool, device: str, seed: int, data: Optional[Path] = N
                          "CrossProcessBatchNorm1d (torch.nn.SyncBatchNorm raises on CPU tensors)",
         "backend": "nccl" if device.startswith("cuda") else "gloo",
     }
-    return finish("distributed", out, rows, summary, verdict, {"smoke": smoke, "device": device, **cfg}, timer)
+    return finish("distributed", out, rows, summary, verdict,
+                  {"smoke": size == "smoke", "size": size, "device": device, **cfg}, timer)

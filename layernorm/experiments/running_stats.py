@@ -32,11 +32,26 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._common import LABELS, NORMS, Timer, accuracy, finish, mnist1d, mlp, progress, pyplot, save_figure
+from ._common import (LABELS, NORMS, Timer, accuracy, finish, mnist1d, mlp, progress, pyplot, resolve_size,
+                      save_figure)
 
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 SHIFTS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 COMPANION_BATCHES = (8, 32)
+
+# train_steps: at batch size 32; companion_examples: test examples each put
+# into random batches. The default run takes about 12 s on 2 cores, less than
+# any quick run: quick is the default run itself.
+CONFIGS = {
+    "smoke": {"train_steps": 100, "mnist1d_samples": 1_000, "companion_examples": 16},
+    "quick": {"train_steps": 3_000, "mnist1d_samples": 5_000, "companion_examples": 64},
+    "default": {"train_steps": 3_000, "mnist1d_samples": 5_000, "companion_examples": 64},
+}
+
+
+def config(size: str) -> dict:
+    """The run's parameters at ``size`` ("smoke", "quick" or "default")."""
+    return dict(CONFIGS[size])
 
 
 def train(norm: str, data, steps: int, seed: int, device: str) -> torch.nn.Module:
@@ -123,17 +138,20 @@ def plot(results, rows, out: Path) -> None:
     save_figure(fig, out / "running_stats.png")
 
 
-def run(out: Path, smoke: bool, device: str, seed: int, data: Optional[Path] = None) -> dict:
+def run(out: Path, smoke: bool = False, device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
+        size: Optional[str] = None) -> dict:
     timer = Timer()
-    dataset = mnist1d(1_000 if smoke else 5_000)
-    steps = 100 if smoke else 3_000
+    size = resolve_size(size, smoke)
+    cfg = config(size)
+    dataset = mnist1d(cfg["mnist1d_samples"])
+    steps = cfg["train_steps"]
     x_test, y_test = dataset["x_test"].to(device), dataset["y_test"].to(device)
     results, curves = {}, []
     for norm in NORMS:
         model = train(norm, dataset, steps, seed, device)
         r = {"test_acc": accuracy(model, x_test, y_test), **train_eval_gap(model, x_test)}
         for b in COMPANION_BATCHES:
-            r.update(companion_spread(model, x_test, b, seed, examples=16 if smoke else 64))
+            r.update(companion_spread(model, x_test, b, seed, examples=cfg["companion_examples"]))
         results[norm] = r
         for kind, values in (("scale", SCALES), ("shift", SHIFTS)):
             for v in values:
@@ -168,4 +186,5 @@ def run(out: Path, smoke: bool, device: str, seed: int, data: Optional[Path] = N
         "accuracy_shifted": {n: {str(v): acc[(n, "shift", v)] for v in SHIFTS} for n in NORMS},
     }
     return finish("running-stats", out, rows, summary, verdict,
-                  {"smoke": smoke, "device": device, "seed": seed, "train_steps": steps}, timer)
+                  {"smoke": size == "smoke", "size": size, "device": device, "seed": seed,
+                   "train_steps": steps}, timer)
