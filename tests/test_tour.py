@@ -30,3 +30,36 @@ def test_a_failing_step_is_reported_and_the_rest_still_run(tmp_path, monkeypatch
     md = (tmp_path / "report.md").read_text()
     assert "**failed**" in md and "planted failure" in md
     assert "Benchmark on the CPU" in md and "**ok**" in md
+
+
+def _stub_experiments(monkeypatch):
+    """Replace the experiments with a stub that records the size each was asked for."""
+    import layernorm.experiments as experiments
+
+    sizes = {}
+
+    def stub(name, out, size=None, **kwargs):
+        sizes[name] = size
+        return {"verdict": f"stub at the {size} size"}
+
+    monkeypatch.setattr(experiments, "run_experiment", stub)
+    return sizes
+
+
+@pytest.mark.parametrize("flags, size", [([], "quick"), (["--experiment-size", "smoke"], "smoke"),
+                                         (["--experiment-size", "quick"], "quick"),
+                                         (["--experiment-size", "default"], "default")])
+def test_tour_runs_every_experiment_at_the_chosen_size(flags, size, tmp_path, monkeypatch):
+    sizes = _stub_experiments(monkeypatch)
+    status = main(["tour", "--out", str(tmp_path), "--skip", "check", "--skip", "bench"] + flags)
+    assert status == 0
+    assert sizes == {name: size for name in tour.EXPERIMENTS}
+    md = (tmp_path / "report.md").read_text()
+    assert f"experiments at the {size} size" in md and f"stub at the {size} size" in md
+
+
+def test_tour_rejects_an_unknown_size(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tour", "--experiment-size", "huge"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
