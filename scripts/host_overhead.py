@@ -5,7 +5,8 @@ what a user waits for is the host: Python, the autograd engine, Triton's
 launcher. This script times each layer on its own, so that the cost can be
 attributed before anything is changed:
 
-1. an empty Triton kernel launch (Triton's launcher alone);
+1. an empty Triton kernel launch (Triton's launcher alone), and the same through
+   its compiled kernel object (what caching compiled kernels would save);
 2. ``launch.norm_forward`` / ``launch.norm_backward`` (allocation, table lookup, launches);
 3. ``layernorm.layer_norm`` with and without autograd, and the backward through
    the autograd engine, against torch's op doing the same.
@@ -56,6 +57,18 @@ def host_us(fn, share: float = 1.0) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
+def _direct_launch_us(x: torch.Tensor, n: int) -> float:
+    """The same empty kernel through its CompiledKernel, skipping JITFunction.run's binding and
+    specialization: what a launch path that caches compiled kernels would save. NaN where this
+    Triton's API differs (or under the interpreter)."""
+    try:
+        runner = _empty_kernel[(1,)](x, n)[(1, 1, 1)]
+        return host_us(lambda: runner(x, n))
+    except Exception as exc:  # an API of Triton's internals, not a promise
+        print(f"direct launch not measured: {type(exc).__name__}: {exc}")
+        return float("nan")
+
+
 def measure(m: int, n: int, dtype: torch.dtype, device: str) -> dict:
     x = (0.5 * torch.randn(m, n, device=device) - 2.3).to(dtype).requires_grad_()
     w = torch.randn(n, device=device, dtype=dtype, requires_grad=True)
@@ -65,6 +78,7 @@ def measure(m: int, n: int, dtype: torch.dtype, device: str) -> dict:
     _, _, mean, rstd = launch.norm_forward(xd, None, wd, bd, 1e-5, False, None)
     figures = {
         "empty triton launch": host_us(lambda: _empty_kernel[(1,)](xd, n)),
+        "empty kernel, compiled, direct": _direct_launch_us(xd, n),
         "launch.norm_forward": host_us(lambda: launch.norm_forward(xd, None, wd, bd, 1e-5, False, None)),
         "launch.norm_backward": host_us(lambda: launch.norm_backward(dy, xd, None, mean, rstd, wd, bd.dtype, False)),
     }
