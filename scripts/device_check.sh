@@ -5,6 +5,8 @@
 #   3. the launch-table sweep, when SWEEP=1 (it rewrites the table this run then uses)
 #   4. host time per call of small launches (scripts/host_overhead.py)
 #   5. layernorm bench (BENCH_OPS, default "layer_norm"; BENCH_ARGS passed through)
+#   6. experiments with --device cuda, when EXPERIMENTS names them (quick size; EXPERIMENT_SIZE)
+#   7. a training step of a whole model, when MODEL_STEP names them (gpt2, encoder)
 # Output goes under $OUT (the device tool's folder; runs/device elsewhere). Each step runs even
 # when an earlier one failed; a summary is printed last and the exit status is 1 if any failed.
 #
@@ -101,6 +103,21 @@ if [ ${#bench_ops[@]} -gt 0 ]; then
   mkdir -p "$OUT/bench"
   step bench $PY -m layernorm bench "${bench_ops[@]}" --out "$OUT/bench" ${BENCH_ARGS:-}
 fi
+
+# 6. the experiments on the GPU (EXPERIMENTS="transformer small-batch ..."; EXPERIMENT_SIZE quick by
+#    default): their --device cuda paths, and the transformer's tokens/s with torch's LayerNorm
+#    against our kernels
+case "${EXPERIMENT_SIZE:-quick}" in
+  smoke) size_flag=(--smoke) ;; default) size_flag=() ;; *) size_flag=(--quick) ;;
+esac
+for name in ${EXPERIMENTS-}; do
+  step "exp:$name" $PY -m layernorm experiment "$name" --device cuda "${size_flag[@]}" --out "$OUT/experiments/$name"
+done
+
+# 7. a whole model's training step, torch's LayerNorm against layernorm.patch (MODEL_STEP="gpt2 encoder")
+for model in ${MODEL_STEP-}; do
+  step "step:$model" $PY scripts/gpt2_step.py --model "$model" --out "$OUT/step_$model.json"
+done
 
 echo "=== summary" | tee -a "$LOG"
 printf '%s\n' "${summary[@]}" | tee -a "$LOG"
