@@ -14,8 +14,11 @@ Peers: PyTorch's op, ``torch.compile`` of it, and Liger-Kernel when it imports
 implementation's output and input gradient are checked against float32
 PyTorch before it is timed; one that disagrees is reported, not timed.
 
-Writes ``results.json`` and one ``<op>.png`` per operation (GB/s against N,
-one line per implementation) under ``--out``.
+Writes ``results.json`` (after every case, so a run cut short keeps what it
+measured; ``"complete"`` says whether it finished) and one ``<op>.png`` per
+operation (GB/s against N, one line per implementation) under ``--out``.
+``--cuda-graph`` adds each implementation's GPU-only time (replayed from a
+CUDA graph), which separates the kernels from the host's launch cost.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class Result:
     pct_ceiling: float = float("nan")
     ratio_to_best_peer: float = float("nan")
     note: str = ""
+    graph_ms: float = float("nan")  # --cuda-graph: the same work replayed from a CUDA graph (no host)
+    graph_gbps: float = float("nan")
 
 
 @dataclass
@@ -93,6 +98,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=25, help="do_bench warmup in ms (default 25)")
     parser.add_argument("--out", default="runs/bench", help="folder for results.json and the plots")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="also time each implementation replayed from a CUDA graph: its GPU time "
+                             "without the host's launch cost (backward = both - forward)")
 
 
 # ---------------------------------------------------------------------------
@@ -239,6 +247,50 @@ def _check(fn, x, r, w, b, eps, op, dys) -> Optional[str]:
     return None
 
 
+def _graph_ms(fn, args, leaves) -> float:
+    """Median ms of ``fn`` replayed from a CUDA graph (NaN when it cannot be captured).
+
+    Per-call timing includes the host's launch cost whenever that exceeds the
+    GPU work (small M, or Python on the backward path); a graph replay has
+    none, so the two figures side by side separate kernels from launches.
+    Gradients are set to None before capture, as do_bench's ``grad_to_none``
+    does before each per-call run.
+    """
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up off the capture, as PyTorch's docs ask
+            for _ in range(3):
+                for t in leaves:
+                    t.grad = None
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        for t in leaves:
+            t.grad = None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        ms = _do_bench(graph.replay, args)
+        del graph
+        return ms
+    except Exception as exc:  # a peer that syncs with the host, or allocates outside the pool
+        print(f"    (no CUDA graph: {type(exc).__name__}: {str(exc).splitlines()[0][:80]})", flush=True)
+        torch.cuda.synchronize()
+        return float("nan")
+
+
+def _graph_times(fn, x, r, w, b, eps, dys, leaves, passes, args) -> Dict[str, float]:
+    """GPU-only ms per pass: forward and both captured; backward is their difference."""
+    def forward():
+        with torch.no_grad():
+            fn(x, r, w, b, eps)
+
+    times = {"forward": _graph_ms(forward, args, leaves)}
+    times["both"] = _graph_ms(lambda: torch.autograd.backward(fn(x, r, w, b, eps), dys), args, leaves)
+    times["backward"] = times["both"] - times["forward"]
+    return {p: t for p, t in times.items() if p in passes}
+
+
 def measure_case(case: Case, impls: Dict[str, Callable], passes, ceiling: float, args) -> None:
     x0, r0, w0, b0, dys = _inputs(case)
     eps = 1e-5
@@ -255,6 +307,8 @@ def measure_case(case: Case, impls: Dict[str, Callable], passes, ceiling: float,
         leaves = [t.detach().clone().requires_grad_() for t in (x0, r0, w0, b0) if t is not None]
         it = iter(leaves)
         x, r, w, b = (None if t is None else next(it) for t in (x0, r0, w0, b0))
+        graph = (_graph_times(fn, x, r, w, b, eps, dys, leaves, passes, args)
+                 if getattr(args, "cuda_graph", False) else {})
         for p in passes:
             if p == "forward":
                 with torch.no_grad():
@@ -265,9 +319,12 @@ def measure_case(case: Case, impls: Dict[str, Callable], passes, ceiling: float,
                 del outs
             else:
                 ms = _do_bench(lambda: torch.autograd.backward(fn(x, r, w, b, eps), dys), args, grad_to_none=leaves)
-            gbps = _bytes(case.op, p, case.M, case.N, element_bytes) / (ms * 1e-3) / 1e9
+            bytes_ = _bytes(case.op, p, case.M, case.N, element_bytes)
+            gbps = bytes_ / (ms * 1e-3) / 1e9
+            graph_ms = graph.get(p, float("nan"))
             case.results.append(Result(case.op, case.dtype, case.weight_dtype, case.M, case.N, name, p,
-                                       ms=ms, gbps=gbps, pct_ceiling=100 * gbps / ceiling))
+                                       ms=ms, gbps=gbps, pct_ceiling=100 * gbps / ceiling, graph_ms=graph_ms,
+                                       graph_gbps=bytes_ / (graph_ms * 1e-3) / 1e9 if graph_ms > 0 else float("nan")))
         del leaves, x, r, w, b
     for p in passes:
         rows = [res for res in case.results if res.pass_ == p]
@@ -356,7 +413,9 @@ def _add_norm_rows(by_key: Dict[tuple, Dict[str, "Result"]]) -> List[Tuple[str, 
 
 def print_table(cases: List[Case], ceiling: float) -> None:
     print(f"copy ceiling: {ceiling:.0f} GB/s")
-    header = f"{'op':<15} {'dtype':<9} {'M':>6} {'N':>6} {'pass':<9} {'impl':<16} {'GB/s':>7} {'% ceil':>7} {'us':>9} {'vs best peer':>12}"
+    graphs = any(r.graph_ms == r.graph_ms for c in cases for r in c.results)
+    header = (f"{'op':<15} {'dtype':<9} {'M':>6} {'N':>6} {'pass':<9} {'impl':<16} {'GB/s':>7} {'% ceil':>7} {'us':>9} "
+              f"{'vs best peer':>12}" + (f" {'graph us':>9} {'graph GB/s':>10}" if graphs else ""))
     print(header)
     print("-" * len(header))
     for case in cases:
@@ -366,7 +425,8 @@ def print_table(cases: List[Case], ceiling: float) -> None:
                 print(f"{res.op:<15} {dt:<9} {res.M:>6} {res.N:>6} {res.pass_:<9} {res.impl:<16} {res.note}")
                 continue
             print(f"{res.op:<15} {dt:<9} {res.M:>6} {res.N:>6} {res.pass_:<9} {res.impl:<16} "
-                  f"{res.gbps:>7.0f} {res.pct_ceiling:>6.1f}% {res.ms * 1e3:>9.1f} {res.ratio_to_best_peer:>12.3f}")
+                  f"{res.gbps:>7.0f} {res.pct_ceiling:>6.1f}% {res.ms * 1e3:>9.1f} {res.ratio_to_best_peer:>12.3f}"
+                  + (f" {res.graph_ms * 1e3:>9.1f} {res.graph_gbps:>10.0f}" if graphs else ""))
 
 
 def plot(cases: List[Case], out_dir: str) -> List[str]:
@@ -425,6 +485,35 @@ def _cases(args) -> List[Case]:
     return [Case(op, d, wd, m, n) for op in ops for d, wd, m, n in spec]
 
 
+def print_progress(case: Case) -> None:
+    """One line per implementation: its µs per pass (and GPU-only µs with --cuda-graph)."""
+    print(f"  {case.op} {case.dtype}/{case.weight_dtype} {case.M}x{case.N}:", flush=True)
+    for impl in dict.fromkeys(r.impl for r in case.results):
+        rows = [r for r in case.results if r.impl == impl]
+        if rows[0].note:
+            print(f"    {impl:<16} {rows[0].note}", flush=True)
+            continue
+        figures = ", ".join(
+            f"{r.pass_} {r.ms * 1e3:.1f} us {r.gbps:.0f} GB/s ({r.ratio_to_best_peer:.2f}x)"
+            + (f" [graph {r.graph_ms * 1e3:.1f} us {r.graph_gbps:.0f} GB/s]" if r.graph_ms == r.graph_ms else "")
+            for r in rows)
+        print(f"    {impl:<16} {figures}", flush=True)
+
+
+def write_results(out_dir: str, env: dict, ceiling: float, launch_table: str, cases: List[Case],
+                  bar: Optional[List[Tuple[str, str, bool]]] = None) -> str:
+    """results.json, written whole or not at all (a temporary file, then a rename)."""
+    path = os.path.join(out_dir, "results.json")
+    payload = {"environment": env, "copy_ceiling_gbps": ceiling, "launch_table": launch_table,
+               "complete": bar is not None,
+               "results": [_record(r) for c in cases for r in c.results],
+               "bar": [{"row": a, "measured": b, "held": c} for a, b, c in (bar or [])]}
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return path
+
+
 def _record(r: Result) -> dict:
     record = asdict(r)
     record["pass"] = record.pop("pass_")
@@ -464,18 +553,15 @@ def run(args: argparse.Namespace) -> int:
     ceiling = copy_ceiling_gbps(args)
     print(f"copy ceiling {ceiling:.0f} GB/s", flush=True)
     impls_by_op = {op: implementations(op, args.impl) for op in sorted({c.op for c in cases})}
-    for case in cases:
+    os.makedirs(args.out, exist_ok=True)
+    for done, case in enumerate(cases, 1):
         measure_case(case, impls_by_op[case.op], passes, ceiling, args)
-        ours = [r for r in case.results if r.impl == OURS]
-        print(f"  {case.op} {case.dtype}/{case.weight_dtype} {case.M}x{case.N}: "
-              + ", ".join(f"{r.pass_} {r.gbps:.0f} GB/s ({r.ratio_to_best_peer:.2f}x)" for r in ours), flush=True)
+        print_progress(case)
+        # after every case: a run cut short (a device call's time limit) still leaves its figures
+        write_results(args.out, env, ceiling, table.SOURCE, cases[:done])
     results = [r for c in cases for r in c.results]
     bar = bar_rows(results, ceiling)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"environment": env, "copy_ceiling_gbps": ceiling, "launch_table": table.SOURCE,
-                   "results": [_record(r) for r in results],
-                   "bar": [{"row": a, "measured": b, "held": c} for a, b, c in bar]}, f, indent=1)
+    write_results(args.out, env, ceiling, table.SOURCE, cases, bar)
     plots = [] if args.no_plot else plot(cases, args.out)
     print()
     print_table(cases, ceiling)

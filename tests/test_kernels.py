@@ -470,6 +470,41 @@ def test_bench_pipeline_on_cpu(monkeypatch, tmp_path):
     assert bench.plot([big], str(tmp_path)) == [str(tmp_path / "layer_norm.png")]
 
 
+def test_bench_graph_times_progress_and_results_file(monkeypatch, tmp_path, capsys):
+    """--cuda-graph: GPU-only times per pass (backward = both - forward); results.json after each case."""
+    import json
+    import types
+
+    from layernorm import bench
+
+    monkeypatch.setattr(bench, "DEVICE", "cpu")
+    monkeypatch.setattr(bench, "_do_bench", lambda fn, args, grad_to_none=None: (fn(), 0.5)[1])
+    graph_calls = []
+
+    def fake_graph_ms(fn, args, leaves):  # forward first, then both
+        fn()
+        graph_calls.append(fn)
+        return 0.1 if len(graph_calls) % 2 else 0.25
+
+    monkeypatch.setattr(bench, "_graph_ms", fake_graph_ms)
+    args = types.SimpleNamespace(cuda_graph=True)
+    case = bench.Case("layer_norm", "fp32", "fp32", 4, 16)
+    bench.measure_case(case, bench.implementations("layer_norm", ["layernorm", "torch"]), list(bench.PASSES), 3000.0, args)
+    graph = {(r.impl, r.pass_): r.graph_ms for r in case.results}
+    assert graph[("layernorm", "forward")] == 0.1 and graph[("layernorm", "both")] == 0.25
+    assert abs(graph[("torch", "backward")] - 0.15) < 1e-12
+    r = next(r for r in case.results if r.pass_ == "backward")
+    assert abs(r.graph_gbps - 3 * 4 * 16 * 4 / 0.15e-3 / 1e9) < 1e-9
+    bench.print_progress(case)
+    bench.print_table([case], 3000.0)
+    printed = capsys.readouterr().out
+    assert "[graph 150.0 us" in printed and "graph us" in printed
+    path = bench.write_results(str(tmp_path), {"device": "cpu"}, 3000.0, "table", [case])
+    saved = json.loads(open(path).read())
+    assert saved["complete"] is False and len(saved["results"]) == len(case.results)
+    assert saved["results"][0]["graph_ms"] == 0.1 and "pass" in saved["results"][0]
+
+
 def test_bench_gate_rejects_a_wrong_implementation(monkeypatch):
     from layernorm import bench
 
