@@ -75,6 +75,12 @@ for n in (1000, 16384, 20000):  # 16384: persistent forward; 20000: chunked rows
     torch.autograd.backward((y, s), (dy, dy.float()))
     y, s = ops.triton_add_rms_norm(x, None, (n,), w, 1e-5)
     torch.autograd.backward((y, s), (dy, dy))
+# the lean register backward (the sweep's candidate for the widest register rows)
+from layernorm.kernels import table
+with table.forced(launch=table.Launch(1, 16384, 32, True, 1, lean=True)):
+    ops.triton_layer_norm(x[:, :16000], (16000,), w[:16000], b[:16000], 1e-5).backward(dy[:, :16000])
+    y, s = ops.triton_add_layer_norm(x[:, :16000], r[:, :16000], (16000,), w[:16000], None, 1e-5)
+    torch.autograd.backward((y, s), (dy[:, :16000], dy[:, :16000]))
 torch.cuda.synchronize()
 print("memcheck paths ran")
 EOF

@@ -109,12 +109,16 @@ def backward_candidates(block_n, single, quick):
     if single:
         for rows in (1, 2, 4, 8, 16):
             elems = rows * block_n
-            if elems > 8192 or elems < 1024 and rows < 16:
+            if elems > 16384 or elems < 1024 and rows < 16:
                 continue
-            for warps in (4, 8, 16):
+            for warps in (4, 8, 16, 32):
                 per_thread = elems / (warps * 32)
-                if 4 <= per_thread <= 32:
+                if 4 <= per_thread <= 32 and elems <= 8192:
                     out += [Launch(rows, block_n, warps, True, p) for p in pps]
+                if elems >= 4096 and 8 <= per_thread <= 16:
+                    # lean: the widest register rows, a register per element lighter (16384 at
+                    # 32 warps spills 176 bytes a thread this way, 472 double-buffered)
+                    out += [Launch(rows, block_n, warps, True, p, True) for p in (1, 2) if warps * p <= 32]
     else:
         for rows in (1, 2, 4):  # more rows cut the partial-row traffic per row, for more L2 footprint
             for chunk in (1024, 2048, 4096):
@@ -180,7 +184,8 @@ def sweep(element_bytes, quick, log, deadline):
                 rows = {k: v for k, v in rows.items() if k < block_n}  # the chunked path from here on
                 break
             rows[block_n] = (cand.block_m, cand.num_warps) + (
-                (cand.programs_per_sm,) if with_programs or cand.programs_per_sm else ())
+                (cand.programs_per_sm,) if with_programs or cand.programs_per_sm else ()) + (
+                (True,) if cand.lean else ())
         return rows
 
     def chunked_rows(current, times, with_programs):
@@ -274,10 +279,12 @@ def register_report():
                         consts.update(HAS_RESIDUAL=variant.startswith("add"), STORE_RESIDUAL=variant.startswith("add"),
                                       PERSISTENT=cand.single_chunk and cand.programs_per_sm > 0)
                     else:
-                        consts.update(HAS_DRES=variant.startswith("add"), NEED_DW=True, NEED_DB=consts.pop("HAS_BIAS"))
+                        consts.update(HAS_DRES=variant.startswith("add"), NEED_DW=True, NEED_DB=consts.pop("HAS_BIAS"),
+                                      LEAN=cand.lean and cand.single_chunk)
                     regs, stack = compiled_resources(kernel, names, consts, dt, "fp32", cand.num_warps)
                     worst = max(worst, stack)
-                    shape = f"{cand.block_m}x{cand.block_n} w{cand.num_warps}{'' if cand.single_chunk else ' chunked'}"
+                    shape = (f"{cand.block_m}x{cand.block_n} w{cand.num_warps}{'' if cand.single_chunk else ' chunked'}"
+                             f"{' lean' if cand.lean else ''}")
                     print(f"{pass_:<9} {dt:<9} {n:>6} {shape:<22} {variant:<16} {regs:>4} {stack:>5} "
                           f"{programs_per_sm(regs, cand.num_warps):>8}", flush=True)
     print(f"largest stack frame (spills): {worst} bytes")

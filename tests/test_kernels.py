@@ -208,6 +208,33 @@ def test_persistent_forward(kind):
         check(kind, x, (50,), w, b, residual=residual)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer"])
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_lean_backward(kind, with_weight, dtype):
+    """The lean register backward (no double buffering, weight reloaded per block): 2 programs
+    walking 6 row blocks each, ragged last block; every gradient against float64."""
+    x = activations(23, 50, dtype=dtype, seed=14)
+    w, b = params(50, torch.float32)
+    residual = activations(23, 50, dtype=dtype, seed=15, offset=0.0) if kind.startswith("add") else None
+    lean = table.Launch(2, 64, 4, True, 1, lean=True)
+    with table.forced(launch=lean, programs=2):
+        check(kind, x, (50,), w if with_weight else None, b if with_weight else None, residual=residual)
+
+
+def test_lean_rows_come_from_the_table(monkeypatch):
+    """A fourth field in a BACKWARD row turns lean on for that width, and only for it."""
+    monkeypatch.setitem(table.BACKWARD, 2, {**table.BACKWARD[2], 64: (2, 4, 1, True)})
+    table._cached.cache_clear()
+    try:
+        assert table.backward_launch(50, 2).lean and not table.backward_launch(100, 2).lean
+        x = activations(9, 50, dtype=torch.bfloat16, seed=16)
+        w, b = params(50, torch.float32)
+        check("layer", x, (50,), w, b)
+    finally:
+        table._cached.cache_clear()
+
+
 # --- parameters -------------------------------------------------------------------------------
 
 
@@ -544,9 +571,15 @@ for n, chunked in ((768, False), (4096, False), (65536, True)):
             worst = max(worst, stack) if not persistent or fl.single_chunk else worst
         regs, stack = S.compiled_resources(norm_bwd_kernel, S._BWD_SIG, dict(
             BLOCK_M=bl.block_m, BLOCK_N=bl.block_n, SINGLE_CHUNK=bl.single_chunk, HAS_DRES=fused,
-            IS_RMS=is_rms, HAS_WEIGHT=True, NEED_DW=True, NEED_DB=not is_rms), "bf16", "fp32", bl.num_warps)
+            IS_RMS=is_rms, HAS_WEIGHT=True, NEED_DW=True, NEED_DB=not is_rms,
+            LEAN=bl.lean and bl.single_chunk), "bf16", "fp32", bl.num_warps)
         assert regs > 0, ("backward", n)
         worst = max(worst, stack)
+# the sweep's widest candidate, a lean register row of 16384 at 32 warps: compiles, spills little
+regs, stack = S.compiled_resources(norm_bwd_kernel, S._BWD_SIG, dict(
+    BLOCK_M=1, BLOCK_N=16384, SINGLE_CHUNK=True, HAS_DRES=True, IS_RMS=False, HAS_WEIGHT=True, NEED_DW=True,
+    NEED_DB=True, LEAN=True), "bf16", "fp32", 32)
+assert regs > 0 and stack <= 256, ("lean 16384", regs, stack)
 print("largest stack frame", worst)
 """
 

@@ -119,7 +119,7 @@ def norm_backward(
         m, n, programs,
         BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, SINGLE_CHUNK=launch.single_chunk,
         IS_RMS=is_rms, HAS_WEIGHT=weight is not None, NEED_DW=has_weight, NEED_DB=has_bias,
-        HAS_DRES=dres is not None,
+        HAS_DRES=dres is not None, LEAN=launch.lean and launch.single_chunk,
         num_warps=launch.num_warps,
     )
     if has_weight or has_bias:

@@ -233,7 +233,7 @@ def norm_bwd_kernel(
     M, N, num_programs,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_CHUNK: tl.constexpr,
     IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, NEED_DW: tl.constexpr, NEED_DB: tl.constexpr,
-    HAS_DRES: tl.constexpr,
+    HAS_DRES: tl.constexpr, LEAN: tl.constexpr,
 ):
     """dx for the row blocks pid, pid + G, ...; one partial row of dweight / dbias per program.
 
@@ -252,24 +252,35 @@ def norm_bwd_kernel(
 
     if SINGLE_CHUNK:
         col_mask = cols < N
-        if HAS_WEIGHT:
+        if HAS_WEIGHT and not LEAN:
             w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
         dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
         db_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
         # Double buffering: the next block's loads are issued before this block's reductions,
         # so one program per SM still keeps memory busy. Kept in the input dtype until used.
-        x_next, dy_next, mean_next, rstd_next = _bwd_block_loads(
-            X, DY, MEAN, RSTD, pid, stride_x, stride_dy, M, N, cols, BLOCK_M, IS_RMS)
+        # LEAN rows (the widest register rows) skip it and reload the weight per block (an L2
+        # hit) instead of holding it: each saves a register per element, which they lack.
+        if not LEAN:
+            x_next, dy_next, mean_next, rstd_next = _bwd_block_loads(
+                X, DY, MEAN, RSTD, pid, stride_x, stride_dy, M, N, cols, BLOCK_M, IS_RMS)
         for block in range(pid, num_blocks, num_programs):
             rows = _row_offsets(block, BLOCK_M)
             row_mask = rows < M
             mask = row_mask[:, None] & col_mask[None, :]
-            x = x_next.to(tl.float32)
-            dy = dy_next.to(tl.float32)
-            mean = mean_next
-            rstd = rstd_next
-            x_next, dy_next, mean_next, rstd_next = _bwd_block_loads(
-                X, DY, MEAN, RSTD, block + num_programs, stride_x, stride_dy, M, N, cols, BLOCK_M, IS_RMS)
+            if LEAN:
+                x, dy, mean, rstd = _bwd_block_loads(X, DY, MEAN, RSTD, block, stride_x, stride_dy, M, N, cols,
+                                                     BLOCK_M, IS_RMS)
+                x = x.to(tl.float32)
+                dy = dy.to(tl.float32)
+                if HAS_WEIGHT:
+                    w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+            else:
+                x = x_next.to(tl.float32)
+                dy = dy_next.to(tl.float32)
+                mean = mean_next
+                rstd = rstd_next
+                x_next, dy_next, mean_next, rstd_next = _bwd_block_loads(
+                    X, DY, MEAN, RSTD, block + num_programs, stride_x, stride_dy, M, N, cols, BLOCK_M, IS_RMS)
             if IS_RMS:
                 x_hat = x * rstd[:, None]
             else:

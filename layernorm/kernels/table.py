@@ -16,9 +16,11 @@ Reading the table:
   num_warps)``: the row of the smallest ``block_n`` key at least as wide, or
   of the widest key.
 - ``BACKWARD[element_bytes][block_n] = (rows_per_program, num_warps,
-  programs_per_sm)``: the persistent grid has ``programs_per_sm`` programs per
+  programs_per_sm[, lean])``: the persistent grid has ``programs_per_sm`` programs per
   multiprocessor (fewer when there are fewer row blocks; a fraction leaves
-  SMs idle so that the chunked path's partial rows stay in L2);
+  SMs idle so that the chunked path's partial rows stay in L2); ``lean``
+  (the widest register rows) drops the double buffering and the resident
+  weight, a register per element each;
   ``BACKWARD_CHUNKED`` likewise with the chunk first.
 """
 
@@ -114,6 +116,7 @@ class Launch:
     num_warps: int
     single_chunk: bool
     programs_per_sm: float = 0  # the backward's persistent grid; a forward's when > 0
+    lean: bool = False  # backward register rows: no double buffering, weight reloaded per block
 
 
 def next_power_of_2(n: int) -> int:
@@ -157,7 +160,8 @@ def _lookup(single: dict, chunked: dict, n: int, element_bytes: int, backward: b
     max_single = min(max(rows), _forced.get("max_single_block_n", max(rows)))
     if block_n <= max_single:
         params = rows[block_n]
-        launch = Launch(params[0], block_n, params[1], True, params[2] if len(params) > 2 else 0)
+        launch = Launch(params[0], block_n, params[1], True, params[2] if len(params) > 2 else 0,
+                        bool(params[3]) if len(params) > 3 else False)
     else:
         widths = chunked[_element_key(element_bytes)]
         params = widths[min((w for w in widths if w >= block_n), default=max(widths))]
@@ -165,7 +169,7 @@ def _lookup(single: dict, chunked: dict, n: int, element_bytes: int, backward: b
         launch = Launch(params[1], chunk, params[2], False, params[3] if backward else 0)
     if "rows_per_program" in _forced:
         launch = Launch(_forced["rows_per_program"], launch.block_n, launch.num_warps,
-                        launch.single_chunk, launch.programs_per_sm)
+                        launch.single_chunk, launch.programs_per_sm, launch.lean)
     return launch
 
 

@@ -284,3 +284,18 @@ def test_torch_impl_takes_float32_parameters_on_half_input(dtype):
     want = F.layer_norm(x.double(), (1024,), w.double(), b.double())
     assert y.dtype == dtype
     assert error(y, want) <= 2 * ATOL[dtype]
+
+
+@pytest.mark.parametrize("n", [8192, 12289, 16384])
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer"])
+def test_lean_register_backward_at_its_widths(kind, n):
+    """The sweep's lean register rows (1 row, 32 warps, no double buffering) at real widths."""
+    from layernorm.kernels import table
+
+    m = 600  # several row blocks per program on 132 SMs
+    x = activations(m, n, dtype=torch.bfloat16, seed=n + 1)
+    w, b = params(n, torch.float32)
+    residual = activations(m, n, dtype=torch.bfloat16, seed=n + 2, offset=0.0) if kind.startswith("add") else None
+    block_n = 1 << (n - 1).bit_length()
+    with table.forced(launch=table.Launch(1, block_n, 32, True, 1, lean=True)):
+        check(kind, x, (n,), w, b, residual=residual)
