@@ -135,6 +135,9 @@ def _cpu_bench_step(section: Section, shapes=((4096, 768), (1024, 4096))) -> Non
 
 
 def _gpu_bench_step(section: Section, out: Path) -> None:
+    """On a GPU: the full ``layernorm bench``; the report shows its bar, row by row, and its plots."""
+    import json
+
     from . import bench
 
     parser = argparse.ArgumentParser()
@@ -142,7 +145,19 @@ def _gpu_bench_step(section: Section, out: Path) -> None:
     status = bench.run(parser.parse_args(["--out", str(out)]))
     section.images = sorted(out.glob("*.png"))
     section.status = "ok" if status == 0 else "failed"
-    section.verdict = f"GPU benchmark written to {out}"
+    results = out / "results.json"
+    if not results.is_file():
+        section.status = "failed"
+        section.verdict = f"the benchmark wrote no {results}"
+        return
+    saved = json.loads(results.read_text())
+    bar = saved.get("bar", [])
+    section.table = [["row of the bar", "measured", "held"]] + [
+        [row["row"], row["measured"], "yes" if row["held"] else "no"] for row in bar]
+    env = saved.get("environment", {})
+    section.verdict = (
+        f"{sum(row['held'] for row in bar)} of {len(bar)} rows of the bar held on {env.get('device', 'the GPU')} "
+        f"(copy ceiling {saved.get('copy_ceiling_gbps', float('nan')):.0f} GB/s); every figure in {results}")
 
 
 def _experiment_step(section: Section, name: str, out: Path, device: str, size: str) -> None:

@@ -1,5 +1,7 @@
 """`layernorm tour`: every section in the report, and a failing step does not hide the others."""
 
+from pathlib import Path
+
 import pytest
 
 from layernorm import tour
@@ -63,3 +65,35 @@ def test_tour_rejects_an_unknown_size(capsys):
         main(["tour", "--experiment-size", "huge"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_gpu_bench_section_shows_the_bar(tmp_path, monkeypatch):
+    """The GPU branch, with the bench stubbed: its bar rows become the section's table."""
+    import json
+
+    from layernorm import bench
+
+    def fake_run(args):
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps({
+            "environment": {"device": "Some GPU"}, "copy_ceiling_gbps": 3000.0,
+            "bar": [{"row": "forward >= 95%", "measured": "97%", "held": True},
+                    {"row": "backward >= 90%", "measured": "40%", "held": False}]}))
+        return 0
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    section = tour.Section("Benchmark on the GPU")
+    tour._gpu_bench_step(section, tmp_path / "bench")
+    assert section.status == "ok"
+    assert section.table[1:] == [["forward >= 95%", "97%", "yes"], ["backward >= 90%", "40%", "no"]]
+    assert section.verdict.startswith("1 of 2 rows of the bar held on Some GPU (copy ceiling 3000 GB/s)")
+
+
+def test_gpu_bench_section_fails_without_results(tmp_path, monkeypatch):
+    from layernorm import bench
+
+    monkeypatch.setattr(bench, "run", lambda args: 2)
+    section = tour.Section("Benchmark on the GPU")
+    tour._gpu_bench_step(section, tmp_path / "bench")
+    assert section.status == "failed" and "wrote no" in section.verdict
