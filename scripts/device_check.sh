@@ -81,6 +81,11 @@ with table.forced(launch=table.Launch(1, 16384, 32, True, 1, lean=True)):
     ops.triton_layer_norm(x[:, :16000], (16000,), w[:16000], b[:16000], 1e-5).backward(dy[:, :16000])
     y, s = ops.triton_add_layer_norm(x[:, :16000], r[:, :16000], (16000,), w[:16000], None, 1e-5)
     torch.autograd.backward((y, s), (dy[:, :16000], dy[:, :16000]))
+# the split backward (row sums, then column tiles x row bands)
+with table.forced(launch=table.Launch(8, 1024, 8, False, 4, split=True)):
+    ops.triton_layer_norm(x, (n,), w, b, 1e-5).backward(dy)
+    y, s = ops.triton_add_rms_norm(x, r, (n,), w, 1e-5)
+    torch.autograd.backward((y, s), (dy, dy))
 torch.cuda.synchronize()
 print("memcheck paths ran")
 EOF

@@ -125,6 +125,9 @@ def backward_candidates(block_n, single, quick):
                 for warps in (4, 8, 16):
                     if 4 <= rows * chunk / (warps * 32) <= 16:
                         out += [Launch(rows, chunk, warps, False, p) for p in (0.25, 0.5, 1, 2)]
+        # split: row sums, then (column tile x row band) programs; chunk is the tile's width
+        for rows, tile, warps in ((4, 512, 4), (8, 512, 8), (4, 1024, 8), (8, 1024, 8), (16, 512, 8)):
+            out += [Launch(rows, tile, warps, False, p, split=True) for p in (2, 4, 8)]
     return out[:: 2] if quick and len(out) > 8 else out
 
 
@@ -192,6 +195,7 @@ def sweep(element_bytes, quick, log, deadline):
         # one row per measured width; the lookup takes the nearest wider one
         rows = dict(current)
         rows.update({n: (cand.block_n, cand.block_m, cand.num_warps) + ((cand.programs_per_sm,) if with_programs else ())
+                     + ((True,) if cand.split else ())
                      for n, (ms, cand) in times.items()})
         return dict(sorted(rows.items()))
 
@@ -220,16 +224,19 @@ _FWD_SIG = ["X", "R", "Y", "R_OUT", "W", "B", "MEAN", "RSTD", "stride_x", "strid
             "stride_r_out", "M", "N", "eps", "num_programs"]
 _BWD_SIG = ["DY", "X", "DRES", "DX", "W", "MEAN", "RSTD", "DW_PARTIAL", "DB_PARTIAL", "stride_dy",
             "stride_x", "stride_dres", "stride_dx", "M", "N", "num_programs"]
+_ROW_SUMS_SIG = ["DY", "X", "W", "MEAN", "RSTD", "C1", "C2", "stride_dy", "stride_x", "M", "N"]
+_TILES_SIG = ["DY", "X", "DRES", "DX", "W", "MEAN", "RSTD", "C1", "C2", "DW_PARTIAL", "DB_PARTIAL",
+              "stride_dy", "stride_x", "stride_dres", "stride_dx", "M", "N", "rows_per_band"]
 
 
 def _arg_type(name, dt, wdt):
-    if name.startswith("stride") or name in ("M", "N", "num_programs", "num_partials"):
+    if name.startswith("stride") or name in ("M", "N", "num_programs", "num_partials", "rows_per_band"):
         return "i32"
     if name == "eps":
         return "fp32"
     if name in ("W", "B"):
         return f"*{wdt}"
-    if name in ("MEAN", "RSTD", "DW_PARTIAL", "DB_PARTIAL"):
+    if name in ("MEAN", "RSTD", "DW_PARTIAL", "DB_PARTIAL", "C1", "C2"):
         return "*fp32"
     return f"*{dt}"
 

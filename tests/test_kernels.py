@@ -222,6 +222,32 @@ def test_lean_backward(kind, with_weight, dtype):
         check(kind, x, (50,), w if with_weight else None, b if with_weight else None, residual=residual)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer", "add_rms"])
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_split_backward(kind, with_weight, dtype):
+    """The split backward (row sums, then column tiles x row bands): 3 ragged column tiles of 16,
+    bands of 3 row steps of 2 rows, the last band short; every gradient against float64."""
+    x = activations(23, 40, dtype=dtype, seed=17)
+    w, b = params(40, torch.float32)
+    residual = activations(23, 40, dtype=dtype, seed=18, offset=0.0) if kind.startswith("add") else None
+    split = table.Launch(2, 16, 4, False, 1, split=True)
+    with table.forced(launch=split, programs=12):  # 12 programs over 3 tiles: 4 bands of 6 rows
+        check(kind, x, (40,), w if with_weight else None, b if with_weight else None, residual=residual)
+
+
+def test_split_rows_come_from_the_table(monkeypatch):
+    """A fifth field in a BACKWARD_CHUNKED row turns the split on for the widths it covers."""
+    monkeypatch.setitem(table.BACKWARD_CHUNKED, 4, {k: (16, 2, 4, 1, True) for k in table.BACKWARD_CHUNKED[4]})
+    table._cached.cache_clear()
+    try:
+        with table.forced(max_single_block_n=16):
+            assert table.backward_launch(40, 4).split
+            check("layer", activations(9, 40, seed=19), (40,), *params(40, torch.float32))
+    finally:
+        table._cached.cache_clear()
+
+
 def test_lean_rows_come_from_the_table(monkeypatch):
     """A fourth field in a BACKWARD row turns lean on for that width, and only for it."""
     monkeypatch.setitem(table.BACKWARD, 2, {**table.BACKWARD[2], 64: (2, 4, 1, True)})
@@ -575,6 +601,16 @@ for n, chunked in ((768, False), (4096, False), (65536, True)):
             LEAN=bl.lean and bl.single_chunk), "bf16", "fp32", bl.num_warps)
         assert regs > 0, ("backward", n)
         worst = max(worst, stack)
+# the split backward's two kernels (a sweep candidate for the widest rows)
+from layernorm.kernels.norm import norm_bwd_row_sums_kernel, norm_bwd_tiles_kernel
+for is_rms, fused in ((False, False), (True, True)):
+    regs, stack = S.compiled_resources(norm_bwd_row_sums_kernel, S._ROW_SUMS_SIG, dict(
+        BLOCK_M=1, BLOCK_N=4096, IS_RMS=is_rms, HAS_WEIGHT=True), "bf16", "fp32", 8)
+    assert regs > 0 and stack == 0, ("row sums", regs, stack)
+    regs, stack = S.compiled_resources(norm_bwd_tiles_kernel, S._TILES_SIG, dict(
+        BLOCK_M=8, BLOCK_N=1024, IS_RMS=is_rms, HAS_WEIGHT=True, NEED_DW=True, NEED_DB=not is_rms,
+        HAS_DRES=fused), "bf16", "fp32", 8)
+    assert regs > 0 and stack == 0, ("tiles", regs, stack)
 # the sweep's widest candidate, a lean register row of 16384 at 32 warps: compiles, spills little
 regs, stack = S.compiled_resources(norm_bwd_kernel, S._BWD_SIG, dict(
     BLOCK_M=1, BLOCK_N=16384, SINGLE_CHUNK=True, HAS_DRES=True, IS_RMS=False, HAS_WEIGHT=True, NEED_DW=True,

@@ -14,7 +14,13 @@ import torch
 from torch import Tensor
 
 from . import table
-from .norm import norm_bwd_kernel, norm_fwd_kernel, sum_partials_kernel
+from .norm import (
+    norm_bwd_kernel,
+    norm_bwd_row_sums_kernel,
+    norm_bwd_tiles_kernel,
+    norm_fwd_kernel,
+    sum_partials_kernel,
+)
 
 # Programs per multiprocessor times this many SMs; the CPU interpreter gets a
 # small grid so that tests still see several programs walking several blocks.
@@ -104,24 +110,28 @@ def norm_backward(
         # no rows: the sums over rows are empty
         return dx, None if dw is None else dw.zero_(), None if db is None else db.zero_()
     launch = table.backward_launch(n, x.element_size())
-    num_blocks = triton_cdiv(m, launch.block_m)
-    programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x.device))
-    programs = max(1, min(programs, num_blocks))  # every program owns at least one block
-    # one allocation for both partial buffers: (has_weight + has_bias) blocks of programs x n
-    partials = _alloc((int(has_weight) + int(has_bias), programs, n), torch.float32, x.device)
-    dw_partial = partials[0] if has_weight else rstd
-    db_partial = partials[-1] if has_bias else rstd
-    norm_bwd_kernel[(programs,)](
-        dy, x, dy if dres is None else dres, dx,
-        x if weight is None else weight, rstd if mean is None else mean, rstd,
-        dw_partial, db_partial,
-        dy.stride(0), x.stride(0), 0 if dres is None else dres.stride(0), dx.stride(0),
-        m, n, programs,
-        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, SINGLE_CHUNK=launch.single_chunk,
-        IS_RMS=is_rms, HAS_WEIGHT=weight is not None, NEED_DW=has_weight, NEED_DB=has_bias,
-        HAS_DRES=dres is not None, LEAN=launch.lean and launch.single_chunk,
-        num_warps=launch.num_warps,
-    )
+    if launch.split and not launch.single_chunk:
+        programs, dw_partial, db_partial = _split_backward(
+            dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has_bias, launch)
+    else:
+        num_blocks = triton_cdiv(m, launch.block_m)
+        programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x.device))
+        programs = max(1, min(programs, num_blocks))  # every program owns at least one block
+        # one allocation for both partial buffers: (has_weight + has_bias) blocks of programs x n
+        partials = _alloc((int(has_weight) + int(has_bias), programs, n), torch.float32, x.device)
+        dw_partial = partials[0] if has_weight else rstd
+        db_partial = partials[-1] if has_bias else rstd
+        norm_bwd_kernel[(programs,)](
+            dy, x, dy if dres is None else dres, dx,
+            x if weight is None else weight, rstd if mean is None else mean, rstd,
+            dw_partial, db_partial,
+            dy.stride(0), x.stride(0), 0 if dres is None else dres.stride(0), dx.stride(0),
+            m, n, programs,
+            BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, SINGLE_CHUNK=launch.single_chunk,
+            IS_RMS=is_rms, HAS_WEIGHT=weight is not None, NEED_DW=has_weight, NEED_DB=has_bias,
+            HAS_DRES=dres is not None, LEAN=launch.lean and launch.single_chunk,
+            num_warps=launch.num_warps,
+        )
     if has_weight or has_bias:
         reduce_block_n = table.reduce_block_n(n, _sm_count(x.device))
         sum_partials_kernel[(triton_cdiv(n, reduce_block_n),)](
@@ -131,6 +141,44 @@ def norm_backward(
             num_warps=table.REDUCE_NUM_WARPS,
         )
     return dx, dw, db
+
+
+# The split backward's row-sum kernel: a streaming reduction, one row per program.
+_ROW_SUMS_BLOCK_N = 4096
+_ROW_SUMS_NUM_WARPS = 8
+
+
+def _split_backward(dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has_bias, launch):
+    """The wide-row backward in column tiles (see norm_bwd_tiles_kernel); returns
+    (number of partial rows, dweight partials, dbias partials) for the final sum."""
+    m, n = x.shape
+    sums = _alloc((2, m), torch.float32, x.device)  # c1, c2 per row
+    c1, c2 = sums[0], sums[1]
+    norm_bwd_row_sums_kernel[(m,)](
+        dy, x, x if weight is None else weight, rstd if mean is None else mean, rstd, c1, c2,
+        dy.stride(0), x.stride(0), m, n,
+        BLOCK_M=1, BLOCK_N=min(_ROW_SUMS_BLOCK_N, table.next_power_of_2(n)), IS_RMS=is_rms,
+        HAS_WEIGHT=weight is not None, num_warps=_ROW_SUMS_NUM_WARPS,
+    )
+    tiles = triton_cdiv(n, launch.block_n)
+    # row bands: enough (tile, band) programs for programs_per_sm per SM, each band at least one step
+    wanted = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x.device))
+    bands = max(1, min(triton_cdiv(wanted, tiles), triton_cdiv(m, launch.block_m)))
+    rows_per_band = triton_cdiv(triton_cdiv(m, bands), launch.block_m) * launch.block_m
+    bands = triton_cdiv(m, rows_per_band)  # no empty band: every partial row gets written
+    partials = _alloc((int(has_weight) + int(has_bias), bands, n), torch.float32, x.device)
+    dw_partial = partials[0] if has_weight else rstd
+    db_partial = partials[-1] if has_bias else rstd
+    norm_bwd_tiles_kernel[(tiles, bands)](
+        dy, x, dy if dres is None else dres, dx,
+        x if weight is None else weight, rstd if mean is None else mean, rstd, c1, c2,
+        dw_partial, db_partial,
+        dy.stride(0), x.stride(0), 0 if dres is None else dres.stride(0), dx.stride(0), m, n, rows_per_band,
+        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n,
+        IS_RMS=is_rms, HAS_WEIGHT=weight is not None, NEED_DW=has_weight, NEED_DB=has_bias,
+        HAS_DRES=dres is not None, num_warps=launch.num_warps,
+    )
+    return bands, dw_partial, db_partial
 
 
 def triton_cdiv(a: int, b: int) -> int:

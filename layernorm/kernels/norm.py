@@ -26,6 +26,9 @@ Design trade-offs, in a line each:
   reductions, since registers allow only one or two programs per SM.
 - chunked rows are read twice; the second pass walks the chunks last first,
   so the ones read most recently, likeliest still in L2, come back first.
+- the split backward (a table option for the widest rows) cuts rows in column
+  tiles instead: a row-sum kernel first, then one program per (column tile,
+  row band) whose dweight/dbias partials stay in registers for the whole band.
 
 The math is in :mod:`layernorm.reference`; each step below cites it.
 """
@@ -368,6 +371,103 @@ def norm_bwd_kernel(
                 if NEED_DB:
                     db = tl.load(DB_PARTIAL + partial_row + c, mask=keep, other=0.0)
                     tl.store(DB_PARTIAL + partial_row + c, db + tl.sum(dy, axis=0), mask=col_mask)
+
+
+@triton.jit
+def norm_bwd_row_sums_kernel(
+    DY, X, W, MEAN, RSTD, C1, C2, stride_dy, stride_x, M, N,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+):
+    """The split backward's first kernel: per row, c1 = mean(g * x_hat) and c2 = mean(g).
+
+    The two row sums dx needs (reference.layer_norm_backward), for rows too wide
+    to hold: one streaming read of x and dy, 8 bytes written per row.
+    """
+    rows = _row_offsets(tl.program_id(0), BLOCK_M)
+    row_mask = rows < M
+    cols = tl.arange(0, BLOCK_N)
+    rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+    if IS_RMS:
+        mean = tl.zeros([BLOCK_M], dtype=tl.float32)
+    else:
+        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+    sum_gx = tl.zeros([BLOCK_M], dtype=tl.float32)
+    sum_g = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for start in range(0, N, BLOCK_N):
+        c = start + cols
+        col_mask = c < N
+        x, dy = _chunk_loads(X, DY, rows, row_mask, c, stride_x, stride_dy, N)
+        mask = row_mask[:, None] & col_mask[None, :]
+        x_hat = tl.where(mask, (x.to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
+        g = dy.to(tl.float32)
+        if HAS_WEIGHT:
+            g *= tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        sum_gx += tl.sum(g * x_hat, axis=1)
+        sum_g += tl.sum(g, axis=1)
+    tl.store(C1 + rows, sum_gx / N, mask=row_mask)
+    tl.store(C2 + rows, sum_g / N, mask=row_mask)
+
+
+@triton.jit
+def norm_bwd_tiles_kernel(
+    DY, X, DRES, DX, W, MEAN, RSTD, C1, C2, DW_PARTIAL, DB_PARTIAL,
+    stride_dy, stride_x, stride_dres, stride_dx, M, N, rows_per_band,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, NEED_DW: tl.constexpr, NEED_DB: tl.constexpr,
+    HAS_DRES: tl.constexpr,
+):
+    """The split backward's second kernel: program (column tile, row band) writes dx of its
+    tile for every row of the band, and the band's partial dweight / dbias of its columns.
+
+    With c1 and c2 known, dx needs nothing beyond its own columns, so the row is cut
+    in column tiles: the partial sums of a tile stay in registers over the whole
+    band and are written once, instead of a partial row per row block read and
+    written back (what limits the chunked backward). The price is a second read
+    of x and dy after the row-sum kernel's: 5 passes over the data instead of 3.
+    """
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_mask = cols < N
+    band = tl.program_id(1)
+    band_start = band * rows_per_band
+    band_end = tl.minimum(band_start + rows_per_band, M)
+    if HAS_WEIGHT:
+        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+    dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    db_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for first in range(band_start, band_end, BLOCK_M):
+        rows = (first + tl.arange(0, BLOCK_M)).to(tl.int64)
+        row_mask = rows < band_end
+        mask = row_mask[:, None] & col_mask[None, :]
+        x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+        c1 = tl.load(C1 + rows, mask=row_mask, other=0.0)
+        if IS_RMS:
+            x_hat = x * rstd[:, None]
+        else:
+            mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+            x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+        if HAS_WEIGHT:
+            g = dy * w[None, :]
+        else:
+            g = dy
+        if IS_RMS:
+            dx = (g - x_hat * c1[:, None]) * rstd[:, None]
+        else:
+            c2 = tl.load(C2 + rows, mask=row_mask, other=0.0)
+            dx = (g - x_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
+        if HAS_DRES:
+            dx += tl.load(DRES + rows[:, None] * stride_dres + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        if NEED_DW:
+            dw_acc += tl.sum(dy * x_hat, axis=0)
+        if NEED_DB:
+            db_acc += tl.sum(dy, axis=0)
+    partial_row = band.to(tl.int64) * N
+    if NEED_DW:
+        tl.store(DW_PARTIAL + partial_row + cols, dw_acc, mask=col_mask)
+    if NEED_DB:
+        tl.store(DB_PARTIAL + partial_row + cols, db_acc, mask=col_mask)
 
 
 @triton.jit

@@ -20,8 +20,10 @@ Reading the table:
   multiprocessor (fewer when there are fewer row blocks; a fraction leaves
   SMs idle so that the chunked path's partial rows stay in L2); ``lean``
   (the widest register rows) drops the double buffering and the resident
-  weight, a register per element each;
-  ``BACKWARD_CHUNKED`` likewise with the chunk first.
+  weight, a register per element each. ``BACKWARD_CHUNKED`` likewise with
+  the chunk first, and an optional last field ``split``: the row sums in a
+  kernel of their own, then programs over (column tile of ``chunk`` columns,
+  row band), see ``norm_bwd_tiles_kernel``.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class Launch:
     single_chunk: bool
     programs_per_sm: float = 0  # the backward's persistent grid; a forward's when > 0
     lean: bool = False  # backward register rows: no double buffering, weight reloaded per block
+    split: bool = False  # backward chunked rows: row sums first, then column tiles (block_n wide)
 
 
 def next_power_of_2(n: int) -> int:
@@ -166,10 +169,11 @@ def _lookup(single: dict, chunked: dict, n: int, element_bytes: int, backward: b
         widths = chunked[_element_key(element_bytes)]
         params = widths[min((w for w in widths if w >= block_n), default=max(widths))]
         chunk = _forced.get("chunk", params[0])
-        launch = Launch(params[1], chunk, params[2], False, params[3] if backward else 0)
+        launch = Launch(params[1], chunk, params[2], False, params[3] if backward else 0,
+                        split=backward and len(params) > 4 and bool(params[4]))
     if "rows_per_program" in _forced:
         launch = Launch(_forced["rows_per_program"], launch.block_n, launch.num_warps,
-                        launch.single_chunk, launch.programs_per_sm, launch.lean)
+                        launch.single_chunk, launch.programs_per_sm, launch.lean, launch.split)
     return launch
 
 

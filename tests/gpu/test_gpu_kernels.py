@@ -299,3 +299,17 @@ def test_lean_register_backward_at_its_widths(kind, n):
     block_n = 1 << (n - 1).bit_length()
     with table.forced(launch=table.Launch(1, block_n, 32, True, 1, lean=True)):
         check(kind, x, (n,), w, b, residual=residual)
+
+
+@pytest.mark.parametrize("n", [16384, 65536, 100003])
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer"])
+def test_split_backward_at_wide_rows(kind, n):
+    """The split backward (row sums, then column tiles x row bands), a sweep candidate for wide rows."""
+    from layernorm.kernels import table
+
+    m = 300
+    x = activations(m, n, dtype=torch.bfloat16, seed=n + 3)
+    w, b = params(n, torch.float32)
+    residual = activations(m, n, dtype=torch.bfloat16, seed=n + 4, offset=0.0) if kind.startswith("add") else None
+    with table.forced(launch=table.Launch(8, 1024, 8, False, 4, split=True)):
+        check(kind, x, (n,), w, b, residual=residual)
