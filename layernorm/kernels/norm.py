@@ -230,6 +230,20 @@ def _chunk_loads(X, DY, rows, row_mask, c, stride_x, stride_dy, N):
 
 
 @triton.jit
+def _store_dx(g, x_hat, c1, c2, rstd, rows, c, mask, DRES, DX, stride_dres, stride_dx,
+              IS_RMS: tl.constexpr, HAS_DRES: tl.constexpr):
+    """dx = rstd * (g - x_hat * c1 - c2) (RMSNorm: no c2), plus the gradient reaching r' directly,
+    stored in dx's dtype for the rows x columns c of the block."""
+    if IS_RMS:
+        dx = (g - x_hat * c1[:, None]) * rstd[:, None]
+    else:
+        dx = (g - x_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
+    if HAS_DRES:
+        dx += tl.load(DRES + rows[:, None] * stride_dres + c[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.store(DX + rows[:, None] * stride_dx + c[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def norm_bwd_kernel(
     DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL,
     stride_dy, stride_x, stride_dres, stride_dx,
@@ -294,13 +308,10 @@ def norm_bwd_kernel(
                 g = dy
             c1 = tl.sum(g * x_hat, axis=1) / N
             if IS_RMS:
-                dx = (g - x_hat * c1[:, None]) * rstd[:, None]
+                c2 = c1  # unused
             else:
                 c2 = tl.sum(g, axis=1) / N
-                dx = (g - x_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
-            if HAS_DRES:
-                dx += tl.load(DRES + rows[:, None] * stride_dres + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            tl.store(DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+            _store_dx(g, x_hat, c1, c2, rstd, rows, cols, mask, DRES, DX, stride_dres, stride_dx, IS_RMS, HAS_DRES)
             if NEED_DW:
                 dw_acc += tl.sum(dy * x_hat, axis=0)
             if NEED_DB:
@@ -357,13 +368,7 @@ def norm_bwd_kernel(
                     g = dy * tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
                 else:
                     g = dy
-                if IS_RMS:
-                    dx = (g - x_hat * c1[:, None]) * rstd[:, None]
-                else:
-                    dx = (g - x_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
-                if HAS_DRES:
-                    dx += tl.load(DRES + rows[:, None] * stride_dres + c[None, :], mask=mask, other=0.0).to(tl.float32)
-                tl.store(DX + rows[:, None] * stride_dx + c[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+                _store_dx(g, x_hat, c1, c2, rstd, rows, c, mask, DRES, DX, stride_dres, stride_dx, IS_RMS, HAS_DRES)
                 keep = col_mask & ((c * 0 + block) != pid)  # a tensor compare: the interpreter's block is an int
                 if NEED_DW:
                     dw = tl.load(DW_PARTIAL + partial_row + c, mask=keep, other=0.0)
@@ -452,13 +457,10 @@ def norm_bwd_tiles_kernel(
         else:
             g = dy
         if IS_RMS:
-            dx = (g - x_hat * c1[:, None]) * rstd[:, None]
+            c2 = c1  # unused
         else:
             c2 = tl.load(C2 + rows, mask=row_mask, other=0.0)
-            dx = (g - x_hat * c1[:, None] - c2[:, None]) * rstd[:, None]
-        if HAS_DRES:
-            dx += tl.load(DRES + rows[:, None] * stride_dres + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        tl.store(DX + rows[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        _store_dx(g, x_hat, c1, c2, rstd, rows, cols, mask, DRES, DX, stride_dres, stride_dx, IS_RMS, HAS_DRES)
         if NEED_DW:
             dw_acc += tl.sum(dy * x_hat, axis=0)
         if NEED_DB:
