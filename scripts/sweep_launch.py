@@ -97,7 +97,7 @@ def forward_candidates(block_n, single, quick):
                         out.append(Launch(rows, block_n, warps, True, 1))
     else:
         for chunk in (2048, 4096, 8192):
-            for warps in (4, 8, 16):
+            for warps in (4, 8, 16, 32):  # 32: one program per SM, fewer rows to keep in L2 for the re-read
                 if 4 <= chunk / (warps * 32) <= 16:
                     out.append(Launch(1, chunk, warps, False))
     return out[:: 2] if quick and len(out) > 6 else out
