@@ -131,6 +131,30 @@ def backward_candidates(block_n, single, quick):
     return out[:: 2] if quick and len(out) > 8 else out
 
 
+def register_rows(current, best, chunked_times, with_programs):
+    """The current rows, with each swept width replaced by its winner, cut where chunks win;
+    each row in the format table._lookup reads (lean rows end in True)."""
+    rows = dict(current)
+    for block_n in sorted(best):
+        ms, cand = best[block_n]
+        if block_n in chunked_times and chunked_times[block_n][0] < ms:
+            rows = {k: v for k, v in rows.items() if k < block_n}  # the chunked path from here on
+            break
+        rows[block_n] = (cand.block_m, cand.num_warps) + (
+            (cand.programs_per_sm,) if with_programs or cand.programs_per_sm else ()) + (
+            (True,) if cand.lean else ())
+    return rows
+
+
+def chunked_rows(current, times, with_programs):
+    """One row per measured width (the lookup takes the nearest wider one); split rows end in True."""
+    rows = dict(current)
+    rows.update({n: (cand.block_n, cand.block_m, cand.num_warps) + ((cand.programs_per_sm,) if with_programs else ())
+                 + ((True,) if cand.split else ())
+                 for n, (ms, cand) in times.items()})
+    return dict(sorted(rows.items()))
+
+
 def sweep(element_bytes, quick, log, deadline):
     dtype = DTYPES[element_bytes]
     best_fwd, best_bwd, best_fwd_chunked, best_bwd_chunked = {}, {}, {}, {}
@@ -177,27 +201,6 @@ def sweep(element_bytes, quick, log, deadline):
                   f"backward {min(bwd, key=lambda t: t[0])[0] * 1e3 if bwd else float('nan'):.1f} us", flush=True)
         del x, w, b, dy
         torch.cuda.empty_cache()
-
-    def register_rows(current, best, chunked_times, with_programs):
-        # the current rows, with each swept width replaced by its winner, cut where chunks win
-        rows = dict(current)
-        for block_n in sorted(best):
-            ms, cand = best[block_n]
-            if block_n in chunked_times and chunked_times[block_n][0] < ms:
-                rows = {k: v for k, v in rows.items() if k < block_n}  # the chunked path from here on
-                break
-            rows[block_n] = (cand.block_m, cand.num_warps) + (
-                (cand.programs_per_sm,) if with_programs or cand.programs_per_sm else ()) + (
-                (True,) if cand.lean else ())
-        return rows
-
-    def chunked_rows(current, times, with_programs):
-        # one row per measured width; the lookup takes the nearest wider one
-        rows = dict(current)
-        rows.update({n: (cand.block_n, cand.block_m, cand.num_warps) + ((cand.programs_per_sm,) if with_programs else ())
-                     + ((True,) if cand.split else ())
-                     for n, (ms, cand) in times.items()})
-        return dict(sorted(rows.items()))
 
     key = table._element_key(element_bytes)
     return (register_rows(table.FORWARD[key], best_fwd, chunked_fwd_times, False),

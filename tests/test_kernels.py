@@ -248,6 +248,38 @@ def test_split_rows_come_from_the_table(monkeypatch):
         table._cached.cache_clear()
 
 
+def test_sweep_rows_read_back_as_the_launches_swept(monkeypatch):
+    """What scripts/sweep_launch.py writes into the table, table._lookup reads back unchanged:
+    register rows (lean or not), chunked rows (split or not), forward rows (persistent or not)."""
+    import pathlib
+
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+    import sweep_launch as sweep
+
+    Launch = table.Launch
+    bwd_register = {64: (1.0, Launch(2, 64, 4, True, 2)), 128: (1.0, Launch(1, 128, 8, True, 1, lean=True))}
+    bwd_chunked = {8192: (1.0, Launch(4, 512, 8, False, 4, split=True)), 65536: (1.0, Launch(2, 2048, 8, False, 2))}
+    fwd_register = {64: (1.0, Launch(4, 64, 4, True)), 128: (1.0, Launch(1, 128, 8, True, 1))}
+    tables = {
+        "BACKWARD": {2: sweep.register_rows({}, bwd_register, {}, True)},
+        "BACKWARD_CHUNKED": {2: sweep.chunked_rows({}, bwd_chunked, True)},
+        "FORWARD": {2: sweep.register_rows({}, fwd_register, {}, False)},
+        "FORWARD_CHUNKED": {2: sweep.chunked_rows({}, {8192: (1.0, Launch(1, 4096, 8, False))}, False)},
+    }
+    for name, value in tables.items():
+        monkeypatch.setattr(table, name, value)
+    table._cached.cache_clear()
+    try:
+        for n, (_, swept) in bwd_register.items():
+            assert table.backward_launch(n, 2) == swept
+        for n, (_, swept) in fwd_register.items():
+            assert table.forward_launch(n, 2) == swept
+        assert table.backward_launch(5000, 2) == bwd_chunked[8192][1]  # the nearest wider chunked row
+        assert table.backward_launch(65536, 2) == bwd_chunked[65536][1]
+    finally:
+        table._cached.cache_clear()
+
+
 def test_lean_rows_come_from_the_table(monkeypatch):
     """A fourth field in a BACKWARD row turns lean on for that width, and only for it."""
     monkeypatch.setitem(table.BACKWARD, 2, {**table.BACKWARD[2], 64: (2, 4, 1, True)})
