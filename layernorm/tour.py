@@ -32,7 +32,6 @@ from typing import Callable, List, Optional
 import torch
 
 EXPERIMENTS = ("small-batch", "running-stats", "rnn", "distributed", "transformer")
-EXPERIMENT_SIZES = ("smoke", "quick", "default")
 
 
 @dataclass
@@ -222,9 +221,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    from .experiments._common import SIZES  # the experiments' own list of sizes
+
     parser.add_argument("--out", type=Path, default=Path("runs/tour"), help="where the report goes (default: runs/tour)")
     parser.add_argument("--device", default=None, help="device for the benchmark and experiments (default: cuda if present, else cpu)")
-    parser.add_argument("--experiment-size", choices=EXPERIMENT_SIZES, default="quick",
+    parser.add_argument("--experiment-size", choices=SIZES, default="quick",
                         help="size of each experiment run: smoke (seconds, no evidence), quick (about a minute "
                              "each on 2 CPU cores, large enough to be evidence) or default (the documented "
                              "runs, about 13 minutes in all) (default: quick)")
