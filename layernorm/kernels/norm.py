@@ -204,6 +204,29 @@ def _fwd_chunk_loads(X, R, rows, row_mask, c, stride_x, stride_r, N, HAS_RESIDUA
 
 
 @triton.jit
+def _row_stats(MEAN, RSTD, rows, row_mask, BLOCK_M: tl.constexpr, IS_RMS: tl.constexpr):
+    """The forward's saved mean (zeros for RMSNorm, which has none) and rstd of the rows."""
+    rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+    if IS_RMS:
+        mean = tl.zeros([BLOCK_M], dtype=tl.float32)
+    else:
+        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+    return mean, rstd
+
+
+@triton.jit
+def _chunk_row_sums(x, dy, mean, rstd, mask, W, c, col_mask, HAS_WEIGHT: tl.constexpr):
+    """This chunk's share of the two row sums dx needs: sum(g * x_hat) and sum(g), g = weight * dy
+    (x and dy in float32; columns outside the row masked to zero)."""
+    x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+    if HAS_WEIGHT:
+        g = dy * tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    else:
+        g = dy
+    return tl.sum(g * x_hat, axis=1), tl.sum(g, axis=1)
+
+
+@triton.jit
 def _bwd_block_loads(X, DY, MEAN, RSTD, block, stride_x, stride_dy, M, N, cols, BLOCK_M: tl.constexpr,
                      IS_RMS: tl.constexpr):
     """x, dy (input dtype), mean, rstd of one row block; all masked off past the last row."""
@@ -212,11 +235,7 @@ def _bwd_block_loads(X, DY, MEAN, RSTD, block, stride_x, stride_dy, M, N, cols, 
     mask = row_mask[:, None] & (cols < N)[None, :]
     x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0)
     dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0)
-    rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
-    if IS_RMS:
-        mean = tl.zeros([BLOCK_M], dtype=tl.float32)
-    else:
-        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+    mean, rstd = _row_stats(MEAN, RSTD, rows, row_mask, BLOCK_M, IS_RMS)
     return x, dy, mean, rstd
 
 
@@ -324,11 +343,7 @@ def norm_bwd_kernel(
         for block in range(pid, num_blocks, num_programs):
             rows = _row_offsets(block, BLOCK_M)
             row_mask = rows < M
-            rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
-            if IS_RMS:
-                mean = tl.zeros([BLOCK_M], dtype=tl.float32)
-            else:
-                mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+            mean, rstd = _row_stats(MEAN, RSTD, rows, row_mask, BLOCK_M, IS_RMS)
             # Pass 1: the two row sums that dx needs.
             # Each loop loads the next chunk before reducing this one (double buffering).
             sum_gx = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -341,13 +356,9 @@ def norm_bwd_kernel(
                 x = x_next.to(tl.float32)
                 dy = dy_next.to(tl.float32)
                 x_next, dy_next = _chunk_loads(X, DY, rows, row_mask, c + BLOCK_N, stride_x, stride_dy, N)
-                x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
-                if HAS_WEIGHT:
-                    g = dy * tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-                else:
-                    g = dy
-                sum_gx += tl.sum(g * x_hat, axis=1)
-                sum_g += tl.sum(g, axis=1)
+                chunk_gx, chunk_g = _chunk_row_sums(x, dy, mean, rstd, mask, W, c, col_mask, HAS_WEIGHT)
+                sum_gx += chunk_gx
+                sum_g += chunk_g
             c1 = sum_gx / N
             c2 = sum_g / N
             # Pass 2: dx, and this program's private partial rows of dweight / dbias
@@ -391,11 +402,7 @@ def norm_bwd_row_sums_kernel(
     rows = _row_offsets(tl.program_id(0), BLOCK_M)
     row_mask = rows < M
     cols = tl.arange(0, BLOCK_N)
-    rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
-    if IS_RMS:
-        mean = tl.zeros([BLOCK_M], dtype=tl.float32)
-    else:
-        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+    mean, rstd = _row_stats(MEAN, RSTD, rows, row_mask, BLOCK_M, IS_RMS)
     sum_gx = tl.zeros([BLOCK_M], dtype=tl.float32)
     sum_g = tl.zeros([BLOCK_M], dtype=tl.float32)
     for start in range(0, N, BLOCK_N):
@@ -403,12 +410,10 @@ def norm_bwd_row_sums_kernel(
         col_mask = c < N
         x, dy = _chunk_loads(X, DY, rows, row_mask, c, stride_x, stride_dy, N)
         mask = row_mask[:, None] & col_mask[None, :]
-        x_hat = tl.where(mask, (x.to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
-        g = dy.to(tl.float32)
-        if HAS_WEIGHT:
-            g *= tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-        sum_gx += tl.sum(g * x_hat, axis=1)
-        sum_g += tl.sum(g, axis=1)
+        chunk_gx, chunk_g = _chunk_row_sums(x.to(tl.float32), dy.to(tl.float32), mean, rstd, mask, W, c, col_mask,
+                                            HAS_WEIGHT)
+        sum_gx += chunk_gx
+        sum_g += chunk_g
     tl.store(C1 + rows, sum_gx / N, mask=row_mask)
     tl.store(C2 + rows, sum_g / N, mask=row_mask)
 
@@ -445,12 +450,11 @@ def norm_bwd_tiles_kernel(
         mask = row_mask[:, None] & col_mask[None, :]
         x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+        mean, rstd = _row_stats(MEAN, RSTD, rows, row_mask, BLOCK_M, IS_RMS)
         c1 = tl.load(C1 + rows, mask=row_mask, other=0.0)
         if IS_RMS:
             x_hat = x * rstd[:, None]
         else:
-            mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
             x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
         if HAS_WEIGHT:
             g = dy * w[None, :]
