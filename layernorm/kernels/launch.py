@@ -13,14 +13,15 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import table
-from .norm import (
-    norm_bwd_kernel,
-    norm_bwd_row_sums_kernel,
-    norm_bwd_tiles_kernel,
-    norm_fwd_kernel,
-    sum_partials_kernel,
-)
+from . import norm, table
+from .direct import DirectKernel
+
+# Each kernel launched through its cached compiled kernel (Triton's own path under the interpreter).
+norm_fwd_kernel = DirectKernel(norm.norm_fwd_kernel)
+norm_bwd_kernel = DirectKernel(norm.norm_bwd_kernel)
+norm_bwd_row_sums_kernel = DirectKernel(norm.norm_bwd_row_sums_kernel)
+norm_bwd_tiles_kernel = DirectKernel(norm.norm_bwd_tiles_kernel)
+sum_partials_kernel = DirectKernel(norm.sum_partials_kernel)
 
 # Programs per multiprocessor times this many SMs; the CPU interpreter gets a
 # small grid so that tests still see several programs walking several blocks.
@@ -67,7 +68,8 @@ def norm_forward(
     if persistent:
         programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x.device))
         programs = max(1, min(programs, num_blocks))
-    norm_fwd_kernel[(programs,)](
+    norm_fwd_kernel.launch(
+        (programs,),
         x, x if residual is None else residual, y, y if r_out is None else r_out,
         x if weight is None else weight, x if bias is None else bias,
         rstd if mean is None else mean, rstd,
@@ -121,7 +123,8 @@ def norm_backward(
         partials = _alloc((int(has_weight) + int(has_bias), programs, n), torch.float32, x.device)
         dw_partial = partials[0] if has_weight else rstd
         db_partial = partials[-1] if has_bias else rstd
-        norm_bwd_kernel[(programs,)](
+        norm_bwd_kernel.launch(
+            (programs,),
             dy, x, dy if dres is None else dres, dx,
             x if weight is None else weight, rstd if mean is None else mean, rstd,
             dw_partial, db_partial,
@@ -134,7 +137,8 @@ def norm_backward(
         )
     if has_weight or has_bias:
         reduce_block_n = table.reduce_block_n(n, _sm_count(x.device))
-        sum_partials_kernel[(triton_cdiv(n, reduce_block_n),)](
+        sum_partials_kernel.launch(
+            (triton_cdiv(n, reduce_block_n),),
             dw_partial, db_partial, dx if dw is None else dw, dx if db is None else db, programs, n,
             HAS_WEIGHT=has_weight, HAS_BIAS=has_bias,
             BLOCK_P=table.REDUCE_BLOCK_P, BLOCK_N=reduce_block_n,
@@ -154,7 +158,8 @@ def _split_backward(dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has
     m, n = x.shape
     sums = _alloc((2, m), torch.float32, x.device)  # c1, c2 per row
     c1, c2 = sums[0], sums[1]
-    norm_bwd_row_sums_kernel[(m,)](
+    norm_bwd_row_sums_kernel.launch(
+        (m,),
         dy, x, x if weight is None else weight, rstd if mean is None else mean, rstd, c1, c2,
         dy.stride(0), x.stride(0), m, n,
         BLOCK_M=1, BLOCK_N=min(_ROW_SUMS_BLOCK_N, table.next_power_of_2(n)), IS_RMS=is_rms,
@@ -169,7 +174,8 @@ def _split_backward(dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has
     partials = _alloc((int(has_weight) + int(has_bias), bands, n), torch.float32, x.device)
     dw_partial = partials[0] if has_weight else rstd
     db_partial = partials[-1] if has_bias else rstd
-    norm_bwd_tiles_kernel[(tiles, bands)](
+    norm_bwd_tiles_kernel.launch(
+        (tiles, bands),
         dy, x, dy if dres is None else dres, dx,
         x if weight is None else weight, rstd if mean is None else mean, rstd, c1, c2,
         dw_partial, db_partial,
