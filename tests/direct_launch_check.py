@@ -21,6 +21,7 @@ metadata, where Triton 3.5 on passes empty hook chains (the launcher calls a
 hook only when it is not ``None``).
 
     python3 tests/direct_launch_check.py          # exit 0: every launch matched
+    python3 tests/direct_launch_check.py --time   # host time of both paths (launcher stubbed)
     bash scripts/check_triton_versions.sh         # the same on each Triton from 3.2 up
 
 ``tests/test_direct_launch.py`` runs it in CI with the installed Triton.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import time
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     sys.exit("run without TRITON_INTERPRET: this checks the compiled kernels' launch path")
@@ -256,9 +258,51 @@ def check_hooks_take_tritons_path() -> None:
         raise Mismatch("the hook is gone, yet the launch still went through Triton's path")
 
 
+def host_us(fn, calls: int = 2000) -> float:
+    for _ in range(calls // 10):
+        fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def time_host_paths() -> None:
+    """Host microseconds per call, Triton's path against the direct one, with the launcher a no-op
+    (so what remains is Python: binding and key on one side, our key and lookup on the other)."""
+    from layernorm import ops
+
+    RecordingKernel._launch = lambda self, *args: None
+    for m, n in ((8, 1024), (8, 4096)):
+        x = torch.randn(m, n, requires_grad=True)
+        w = torch.randn(n, requires_grad=True)
+        b = torch.randn(n, requires_grad=True)
+        dy = torch.randn(m, n)
+        xd, wd, bd = x.detach(), w.detach(), b.detach()
+        _, _, mean, rstd = launch.norm_forward(xd, None, wd, bd, 1e-5, False, None)
+        cases = {
+            "launch.norm_forward": lambda: launch.norm_forward(xd, None, wd, bd, 1e-5, False, None),
+            "launch.norm_backward (2 launches)": lambda: launch.norm_backward(dy, xd, None, mean, rstd, wd, bd.dtype,
+                                                                              False),
+            "layer_norm forward, no grad": lambda: ops.triton_layer_norm(xd, (n,), wd, bd, 1e-5),
+            "layer_norm forward + backward": lambda: ops.triton_layer_norm(x, (n,), w, b, 1e-5).backward(dy),
+        }
+        print(f"host us per call, M={m} N={n} float32, stubbed launcher (Triton {triton.__version__}, "
+              f"torch {torch.__version__}):")
+        for name, fn in cases.items():
+            figures = []
+            for enabled in (False, True):
+                direct.ENABLED = enabled
+                figures.append(host_us(fn))
+            print(f"  {name:<36} Triton's path {figures[0]:7.1f}   direct {figures[1]:7.1f}")
+
+
 def main() -> int:
     driver.set_active(FakeDriver())
     triton.compiler.compile = fake_compile
+    if "--time" in sys.argv:
+        time_host_paths()
+        return 0
     JITFunction.run = counting_run
     direct.DirectKernel.launch = shadow_launch
     direct.ENABLED = True

@@ -39,6 +39,7 @@ def test_argument_key_tells_apart_what_triton_specializes_on():
     assert argument_key((-(2**31),)) == argument_key((2**31 - 16,))  # both i32, multiples of 16
     assert argument_key((2,)) == argument_key((3,))  # neither 1 nor a multiple of 16: one kernel
     assert argument_key((1e-5,)) == argument_key((1e-6,))  # floats are not specialized
+    assert argument_key((2,)) != argument_key((2.0,)) != argument_key((True,))  # another kind, another key
 
 
 def test_interpreted_kernels_take_tritons_path(monkeypatch):

@@ -40,6 +40,7 @@ them after a kernel's first launch does not recompile it here.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Dict, Optional, Tuple
 
 from torch import Tensor
@@ -79,26 +80,45 @@ def hooks_installed(kernel: Any = None) -> bool:
     return bool(kernel is not None and getattr(kernel, "pre_run_hooks", None))
 
 
-def argument_key(args: Tuple[Any, ...]) -> Tuple[Any, ...]:
-    """What Triton specializes on, per runtime argument (a superset of it: never coarser).
+def _kind(a: Any) -> str:
+    if isinstance(a, Tensor):
+        return "tensor"
+    return {int: "int", float: "float"}.get(type(a), "other")
 
-    A tensor: its dtype and whether its address is a multiple of 16 bytes. An
-    integer: whether it is 1, whether it is a multiple of 16, and its width
-    class (i32 / i64 / u64). A float: nothing (always fp32). Anything else:
-    its type and value.
-    """
-    key = []
-    for a in args:
-        if isinstance(a, Tensor):
-            key.append((a.dtype, a.data_ptr() % 16 == 0))
-        elif type(a) is int:
-            width = 0 if _I32_MIN <= a < _I32_END else (1 if _I64_MIN <= a < _I64_END else 2)
-            key.append((a == 1, a % 16 == 0, width))
-        elif type(a) is float:
-            key.append(float)
-        else:
-            key.append((type(a), a))
-    return tuple(key)
+
+# What Triton specializes on, per runtime argument, as expressions of the argument ``a`` (never
+# coarser than Triton's; the class is there so that an argument of another kind gets another key).
+_KEY_PARTS = {
+    # dtype, and whether the address is a multiple of 16 bytes
+    "tensor": ("a.dtype", "a.data_ptr() % 16 == 0"),
+    # == 1, a multiple of 16, and i32 / i64 / u64
+    "int": ("a.__class__", "a == 1", "a % 16 == 0", "-2147483648 <= a < 2147483648",
+            "-9223372036854775808 <= a < 9223372036854775808"),
+    "float": ("a.__class__",),  # always fp32, never specialized on its value
+    "other": ("a.__class__", "a"),
+}
+
+
+def key_function(kinds: Tuple[str, ...]):
+    """A function of the runtime arguments returning their key (see _KEY_PARTS), generated
+    once per kernel for the kinds of its arguments: a flat tuple, no loop, no type tests.
+    An argument of another kind either raises (a tensor's attribute on a number) or gives
+    another key (a number's class), so a miss re-checks the kinds."""
+    names = [f"a{i}" for i in range(len(kinds))]
+    parts = [_substitute(part, name) for name, kind in zip(names, kinds) for part in _KEY_PARTS[kind]]
+    source = f"def key({', '.join(names)}):\n    return ({', '.join(parts)},)\n"
+    namespace: Dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 - built from the fixed expressions above
+    return namespace["key"]
+
+
+def _substitute(expression: str, name: str) -> str:
+    return re.sub(r"\ba\b", name, expression)
+
+
+def argument_key(args: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    """The key of ``args`` (tests; the launch path uses a generated :func:`key_function`)."""
+    return key_function(tuple(_kind(a) for a in args))(*args)
 
 
 def _argument_tail(kernel: JITFunction, compiled: Any, args: Tuple[Any, ...],
@@ -142,6 +162,8 @@ class DirectKernel:
         self.direct = isinstance(kernel, JITFunction)  # the interpreter's kernels are not
         # key -> (launcher, function handle, packed metadata, argument tail), or None: Triton's path
         self._compiled: Dict[Any, Optional[Tuple[Any, Any, Any, Tuple[Any, ...]]]] = {}
+        self._kinds: Optional[Tuple[str, ...]] = None  # of the runtime arguments, set at the first launch
+        self._key: Any = None
 
     def launch(self, grid: Tuple[int, ...], *args: Any, **constexprs: Any) -> None:
         """``kernel[grid](*args, **constexprs)``: runtime arguments positional, constexprs and
@@ -151,10 +173,16 @@ class DirectKernel:
             return
         active = _driver.active
         device = active.get_current_device()
-        key = (device, argument_key(args), tuple(constexprs.items()))
-        entry = self._compiled.get(key, False)
+        try:
+            entry = self._compiled.get((device, self._key(*args), tuple(constexprs.items())), False)
+        except (AttributeError, TypeError):  # no key function yet, or arguments of other kinds
+            entry = False
         if entry is False:
-            self._compiled[key] = self._first_launch(grid, args, constexprs)
+            entry = self._first_launch(grid, args, constexprs)
+            try:
+                self._compiled[(device, self._key(*args), tuple(constexprs.items()))] = entry
+            except (AttributeError, TypeError):
+                pass  # arguments of other kinds than the first launch's: Triton's path each time
             return
         if entry is None:
             self.kernel[grid](*args, **constexprs)
@@ -165,7 +193,13 @@ class DirectKernel:
         run(gx, gy, gz, active.get_current_stream(device), function, metadata, None, None, None, *args, *tail)
 
     def _first_launch(self, grid, args, constexprs):
+        """Triton's own launch; returns what the direct path needs for the same key, or None."""
         compiled = self.kernel[grid](*args, **constexprs)  # compiles or finds it, and launches
+        kinds = tuple(_kind(a) for a in args)
+        if self._kinds is None:
+            self._kinds, self._key = kinds, key_function(kinds)
+        if kinds != self._kinds:  # the key function was made for other kinds: keep to Triton's path
+            return None
         tail = _argument_tail(self.kernel, compiled, args, constexprs)
         if tail is None:
             return None
