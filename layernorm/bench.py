@@ -19,6 +19,9 @@ measured; ``"complete"`` says whether it finished) and one ``<op>.png`` per
 operation (GB/s against N, one line per implementation) under ``--out``.
 ``--cuda-graph`` adds each implementation's GPU-only time (replayed from a
 CUDA graph), which separates the kernels from the host's launch cost.
+``--host-time`` adds the host microseconds per call at M = 8 rows, every
+implementation, forward and forward + backward (:mod:`layernorm.hosttime`),
+to the printed tables, the bar and ``results.json`` (``"host_time"``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from . import hosttime
 
 OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm")
 PASSES = ("forward", "backward", "both")
@@ -98,6 +103,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=25, help="do_bench warmup in ms (default 25)")
     parser.add_argument("--out", default="runs/bench", help="folder for results.json and the plots")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--host-time", action="store_true",
+                        help="also measure host microseconds per call (M = 8, N = 1024 and 4096, forward and "
+                             "forward + backward, every implementation; see layernorm.hosttime)")
+    parser.add_argument("--host-time-only", action="store_true", help="only the host-time measurement")
+    parser.add_argument("--host-calls", type=int, default=2000, help="calls per host-time figure (default 2000)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="also time each implementation replayed from a CUDA graph: its GPU time "
                              "without the host's launch cost (backward = both - forward)")
@@ -465,10 +475,23 @@ def plot(cases: List[Case], out_dir: str) -> List[str]:
     return written
 
 
-def _cases(args) -> List[Case]:
+def _ops(args) -> List[str]:
     ops = args.op or ["layer_norm"]
-    if "all" in ops:
-        ops = list(OPS)
+    return list(OPS) if "all" in ops else ops
+
+
+def measure_host_time(impls_by_op: Dict[str, Dict[str, Callable]], args) -> list:
+    """Host µs per call of every implementation at M = 8 (see :mod:`layernorm.hosttime`), bf16."""
+    rows = []
+    for op, impls in impls_by_op.items():
+        rows += hosttime.measure(op, impls, "bf16", torch.bfloat16, calls=args.host_calls, device=DEVICE)
+        print(f"  host time {op}: " + ", ".join(
+            f"{r.impl} {r.pass_} {r.M}x{r.N} {r.us:.1f} us" for r in rows if r.op == op and not r.note), flush=True)
+    return rows
+
+
+def _cases(args) -> List[Case]:
+    ops = _ops(args)
     if args.shape:
         shapes = []
         for text in args.shape:
@@ -502,12 +525,13 @@ def print_progress(case: Case) -> None:
 
 
 def write_results(out_dir: str, env: dict, ceiling: float, launch_table: str, cases: List[Case],
-                  bar: Optional[List[Tuple[str, str, bool]]] = None) -> str:
+                  bar: Optional[List[Tuple[str, str, bool]]] = None, host_time: Optional[list] = None) -> str:
     """results.json, written whole or not at all (a temporary file, then a rename)."""
     path = os.path.join(out_dir, "results.json")
     payload = {"environment": env, "copy_ceiling_gbps": ceiling, "launch_table": launch_table,
                "complete": bar is not None,
                "results": [_record(r) for c in cases for r in c.results],
+               "host_time": [_record(r) for r in host_time or []],
                "bar": [{"row": a, "measured": b, "held": c} for a, b, c in (bar or [])]}
     with open(path + ".tmp", "w") as f:
         json.dump(payload, f, indent=1)
@@ -548,24 +572,32 @@ def run(args: argparse.Namespace) -> int:
         if hasattr(torch._dynamo.config, knob):  # one compiled graph per shape
             setattr(torch._dynamo.config, knob, 1024)
     passes = args.passes or list(PASSES)
-    cases = _cases(args)
+    cases = [] if getattr(args, "host_time_only", False) else _cases(args)
     env = environment()
     print(" ".join(f"{k}={v}" for k, v in env.items()), flush=True)
-    ceiling = copy_ceiling_gbps(args)
+    ceiling = copy_ceiling_gbps(args) if cases else float("nan")
     print(f"copy ceiling {ceiling:.0f} GB/s", flush=True)
-    impls_by_op = {op: implementations(op, args.impl) for op in sorted({c.op for c in cases})}
+    ops = sorted({c.op for c in cases} | set(_ops(args)))
+    impls_by_op = {op: implementations(op, args.impl) for op in ops}
     os.makedirs(args.out, exist_ok=True)
+    host = []
+    if getattr(args, "host_time", False) or getattr(args, "host_time_only", False):
+        host = measure_host_time(impls_by_op, args)
+        write_results(args.out, env, ceiling, table.SOURCE, [], host_time=host)
     for done, case in enumerate(cases, 1):
         measure_case(case, impls_by_op[case.op], passes, ceiling, args)
         print_progress(case)
         # after every case: a run cut short (a device call's time limit) still leaves its figures
-        write_results(args.out, env, ceiling, table.SOURCE, cases[:done])
+        write_results(args.out, env, ceiling, table.SOURCE, cases[:done], host_time=host)
     results = [r for c in cases for r in c.results]
-    bar = bar_rows(results, ceiling)
-    write_results(args.out, env, ceiling, table.SOURCE, cases, bar)
-    plots = [] if args.no_plot else plot(cases, args.out)
+    bar = bar_rows(results, ceiling) + hosttime.bar_rows(host, OURS)
+    write_results(args.out, env, ceiling, table.SOURCE, cases, bar, host_time=host)
+    plots = [] if args.no_plot or not cases else plot(cases, args.out)
     print()
-    print_table(cases, ceiling)
+    if cases:
+        print_table(cases, ceiling)
+    if host:
+        hosttime.print_table(host)
     print()
     for row, figure, held in bar:
         print(f"{'held' if held else 'NOT HELD':<9} {row}: {figure}")

@@ -3,7 +3,8 @@
 #   1. the GPU tests (pytest -m gpu tests/gpu)
 #   2. compute-sanitizer memcheck on one pass of each kernel path
 #   3. the launch-table sweep, when SWEEP=1 (it rewrites the table this run then uses)
-#   4. host time per call of small launches (scripts/host_overhead.py)
+#   4. host time per call of small launches: layer by layer, both launch paths
+#      (scripts/host_overhead.py), and every op against its peers (layernorm bench --host-time-only)
 #   5. layernorm bench (BENCH_OPS, default "layer_norm"; BENCH_ARGS passed through)
 #   6. experiments with --device cuda, when EXPERIMENTS names them (quick size; EXPERIMENT_SIZE)
 #   7. a training step of a whole model, when MODEL_STEP names them (gpt2, encoder)
@@ -105,7 +106,11 @@ if [ "${SWEEP:-0}" = 1 ]; then
 fi
 
 # 4. host time of small calls, layer by layer (seconds; SKIP_HOST=1 leaves it out)
-[ "${SKIP_HOST:-0}" = 1 ] || step host $PY scripts/host_overhead.py --json "$OUT/host_overhead.json"
+if [ "${SKIP_HOST:-0}" != 1 ]; then
+  step host $PY scripts/host_overhead.py --json "$OUT/host_overhead.json"
+  mkdir -p "$OUT/host"
+  step host-bench $PY -m layernorm bench --host-time-only --op all --out "$OUT/host"
+fi
 
 # 5. bench
 bench_ops=()

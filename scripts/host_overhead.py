@@ -7,9 +7,12 @@ attributed before anything is changed:
 
 1. an empty Triton kernel launch (Triton's launcher alone), and the same through
    its compiled kernel object (what caching compiled kernels would save);
-2. ``launch.norm_forward`` / ``launch.norm_backward`` (allocation, table lookup, launches);
+2. ``launch.norm_forward`` / ``launch.norm_backward`` (allocation, table lookup, launches),
+   through Triton's own launch path and through the direct one (layernorm.kernels.direct);
 3. ``layernorm.layer_norm`` with and without autograd, and the backward through
-   the autograd engine, against torch's op doing the same.
+   the autograd engine, against torch's op doing the same (both launch paths again);
+4. the pieces around a launch: one ``torch.empty``, the API's checks (``impl="torch"``
+   against ``F.layer_norm``).
 
 Each figure is host wall time per call: many calls back to back, then one
 synchronize, divided by the count (the GPU keeps up at these sizes, so the
@@ -28,7 +31,9 @@ import torch
 import triton
 
 import layernorm
-from layernorm.kernels import launch
+import torch.nn.functional as F
+
+from layernorm.kernels import direct, launch
 
 
 @triton.jit
@@ -79,18 +84,30 @@ def measure(m: int, n: int, dtype: torch.dtype, device: str) -> dict:
     figures = {
         "empty triton launch": host_us(lambda: _empty_kernel[(1,)](xd, n)),
         "empty kernel, compiled, direct": _direct_launch_us(xd, n),
-        "launch.norm_forward": host_us(lambda: launch.norm_forward(xd, None, wd, bd, 1e-5, False, None)),
-        "launch.norm_backward": host_us(lambda: launch.norm_backward(dy, xd, None, mean, rstd, wd, bd.dtype, False)),
+        "torch.empty (M, N)": host_us(lambda: torch.empty((m, n), dtype=dtype, device=device)),
     }
-    for impl in ("triton", "torch"):
+    with torch.no_grad():
+        figures["F.layer_norm, no grad"] = host_us(lambda: F.layer_norm(x, (n,), w, b))
+        figures["layernorm.layer_norm impl=torch, no grad"] = host_us(lambda: layernorm.layer_norm(x, n, w, b,
+                                                                                                  impl="torch"))
+    for path, enabled in (("triton's launch path", False), ("direct launch", True)):
+        direct.ENABLED = enabled
+        figures[f"launch.norm_forward [{path}]"] = host_us(
+            lambda: launch.norm_forward(xd, None, wd, bd, 1e-5, False, None))
+        figures[f"launch.norm_backward [{path}]"] = host_us(
+            lambda: launch.norm_backward(dy, xd, None, mean, rstd, wd, bd.dtype, False))
+    for impl, enabled in (("triton", False), ("triton", True), ("torch", True)):
+        direct.ENABLED = enabled
+        label = impl if impl == "torch" else f"{impl} [{'direct launch' if enabled else 'triton launch path'}]"
         with torch.no_grad():
-            figures[f"{impl}: forward, no grad"] = host_us(lambda: layernorm.layer_norm(x, n, w, b, impl=impl))
-        figures[f"{impl}: forward with autograd"] = host_us(lambda: layernorm.layer_norm(x, n, w, b, impl=impl))
+            figures[f"{label}: forward, no grad"] = host_us(lambda: layernorm.layer_norm(x, n, w, b, impl=impl))
+        figures[f"{label}: forward with autograd"] = host_us(lambda: layernorm.layer_norm(x, n, w, b, impl=impl))
         y = layernorm.layer_norm(x, n, w, b, impl=impl)
-        figures[f"{impl}: backward (autograd engine)"] = host_us(
+        figures[f"{label}: backward (autograd engine)"] = host_us(
             lambda: torch.autograd.backward(y, dy, retain_graph=True), share=0.25)
-        figures[f"{impl}: forward + backward"] = host_us(
+        figures[f"{label}: forward + backward"] = host_us(
             lambda: layernorm.layer_norm(x, n, w, b, impl=impl).backward(dy), share=0.25)
+    direct.ENABLED = True
     return figures
 
 
@@ -110,7 +127,7 @@ def main() -> None:
         print(f"\n=== host time per call, M={m} N={n} bf16 ({where}, "
               f"torch {torch.__version__}, triton {triton.__version__})")
         for name, us in figures.items():
-            print(f"  {name:<38} {us:8.1f} us")
+            print(f"  {name:<58} {us:8.1f} us")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
