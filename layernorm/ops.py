@@ -59,6 +59,18 @@ def triton_supported(x: Tensor) -> bool:
 # Row views and the launches, shared by the operators and the eager path.
 
 
+_launch = None  # layernorm.kernels.launch, imported at the first call (it imports Triton)
+
+
+def _kernels():
+    global _launch
+    if _launch is None:
+        from .kernels import launch
+
+        _launch = launch
+    return _launch
+
+
 def _rows(t: Tensor, m: int, n: int) -> Tensor:
     """``t`` as ``(m, n)`` rows with a contiguous last dim; copies only when no such view exists."""
     if t.dim() == 2 and t.shape[0] == m and (t.stride(1) == 1 or n <= 1):
@@ -87,6 +99,8 @@ def _param(t: Optional[Tensor], n: int) -> Optional[Tensor]:
 
 
 def _num_rows(x: Tensor, normalized_ndim: int) -> int:
+    if x.dim() == 2 and normalized_ndim == 1:
+        return x.shape[0]  # the common case, without building a slice of the shape
     return math.prod(x.shape[: x.dim() - normalized_ndim])
 
 
@@ -107,15 +121,13 @@ def _forward(
     residual_in_fp32: bool,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
     """(y, r' or None, mean or None, rstd); the row statistics are float32 of shape (M,)."""
-    from .kernels.launch import norm_forward
-
     m = _num_rows(x, normalized_ndim)
     n = x.numel() // m if m else math.prod(x.shape[x.dim() - normalized_ndim:])
     r_dtype = None
     if store_residual:
         r_dtype = torch.float32 if residual_in_fp32 else x.dtype
     with _on_device_of(x):
-        y, r_out, mean, rstd = norm_forward(
+        y, r_out, mean, rstd = _kernels().norm_forward(
             _rows(x, m, n),
             None if residual is None else _rows(residual, m, n),
             _param(weight, n),
@@ -141,12 +153,10 @@ def _backward(
     need_dweight: bool = True,
     need_dbias: bool = True,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    from .kernels.launch import norm_backward
-
     m = _num_rows(x, normalized_ndim)
     n = x.numel() // m if m else math.prod(x.shape[x.dim() - normalized_ndim:])
     with _on_device_of(x):
-        dx, dw, db = norm_backward(
+        dx, dw, db = _kernels().norm_backward(
             _rows(dy, m, n),
             _rows(x, m, n),
             None if dres is None else _rows(dres, m, n),
@@ -230,41 +240,42 @@ def _norm_bwd_fake(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rm
     )
 
 
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _input_grads(ctx, dy, dr_out, saved):
     """Gradients of (x, residual, weight, bias) from those of (y, r'); shared by both paths."""
     x_or_r, mean, rstd, weight, bias = saved
+    normalized_ndim, is_rms, store_residual, x_dtype, residual_dtype, compiling = ctx.spec
     if dy is None:
-        dy = torch.zeros_like(x_or_r, dtype=ctx.y_dtype)
-    dres = dr_out if ctx.store_residual else None
+        dy = torch.zeros_like(x_or_r, dtype=x_dtype)  # y has x's dtype
+    dres = dr_out if store_residual else None
     need_dw, need_db = ctx.needs_input_grad[2], ctx.needs_input_grad[3]  # frozen parameters: no sums
-    if ctx.compiling:
+    if compiling:
         dx, dw, db = torch.ops.layernorm.norm_bwd(
-            dy, x_or_r, dres, mean, rstd, weight, bias, ctx.normalized_ndim, ctx.is_rms, need_dw, need_db
+            dy, x_or_r, dres, mean, rstd, weight, bias, normalized_ndim, is_rms, need_dw, need_db
         )
     else:
-        dx, dw, db = _backward(dy, x_or_r, dres, mean, rstd, weight, bias, ctx.normalized_ndim, ctx.is_rms,
+        dx, dw, db = _backward(dy, x_or_r, dres, mean, rstd, weight, bias, normalized_ndim, is_rms,
                                need_dw, need_db)
-    grad_x = dx.to(ctx.x_dtype)
-    grad_residual = None if ctx.residual_dtype is None else dx.to(ctx.residual_dtype)
-    return (grad_x, grad_residual, dw if weight is not None and need_dw else None,
+    grad_residual = None if residual_dtype is None else _cast(dx, residual_dtype)
+    return (_cast(dx, x_dtype), grad_residual, dw if weight is not None and need_dw else None,
             db if bias is not None and need_db else None)
 
 
-def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd):
+def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, compiling):
+    """What the backward needs: the tensors, and the call's constants in one tuple (one attribute
+    to set and to read back instead of six)."""
     ctx.save_for_backward(r_out if store_residual else x, mean, rstd, weight, bias)
-    ctx.normalized_ndim = normalized_ndim
-    ctx.is_rms = is_rms
-    ctx.store_residual = store_residual
-    ctx.x_dtype = x.dtype
-    ctx.y_dtype = x.dtype
-    ctx.residual_dtype = None if residual is None else residual.dtype
+    ctx.spec = (normalized_ndim, is_rms, store_residual, x.dtype, None if residual is None else residual.dtype,
+                compiling)
 
 
 def _setup_context(ctx, inputs, output):
     x, residual, weight, bias, normalized_ndim, _eps, is_rms, store_residual, _fp32 = inputs
     _, r_out, mean, rstd = output
-    _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd)
-    ctx.compiling = True
+    _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, True)
 
 
 def _norm_fwd_backward(ctx, dy, dr_out, _dmean, _drstd):
@@ -284,13 +295,12 @@ class _EagerNorm(torch.autograd.Function):
     def forward(ctx, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32):
         y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
                                         residual_in_fp32)
-        _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd)
-        ctx.compiling = False
+        _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, False)
         return (y, r_out) if store_residual else y
 
     @staticmethod
     def backward(ctx, *grads):
-        dr_out = grads[1] if ctx.store_residual else None
+        dr_out = grads[1] if ctx.spec[2] else None
         return (*_input_grads(ctx, grads[0], dr_out, ctx.saved_tensors), None, None, None, None, None)
 
 
