@@ -38,10 +38,10 @@ def _cuda_sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    return _INTERPRETER_SMS
+def _sm_count(x: Tensor) -> int:
+    """Multiprocessors of x's GPU (``get_device``: an int, cheaper than building ``x.device``)."""
+    index = x.get_device()
+    return _cuda_sm_count(index) if index >= 0 and x.is_cuda else _INTERPRETER_SMS
 
 
 def norm_forward(
@@ -66,7 +66,7 @@ def norm_forward(
     persistent = launch.single_chunk and launch.programs_per_sm > 0
     programs = num_blocks
     if persistent:
-        programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x.device))
+        programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x))
         programs = max(1, min(programs, num_blocks))
     norm_fwd_kernel.launch(
         (programs,),
@@ -83,6 +83,18 @@ def norm_forward(
         num_warps=launch.num_warps,
     )
     return y, r_out, mean, rstd
+
+
+def _partial_rows(has_weight: bool, has_bias: bool, rows: int, n: int, other: Tensor) -> Tuple[Tensor, Tensor]:
+    """float32 scratch for the dweight / dbias partial sums, ``rows`` x n each, in one allocation;
+    ``other`` (any float32 tensor) stands in for a buffer not needed (the kernel never touches it)."""
+    if has_weight and has_bias:
+        dw_partial, db_partial = _alloc((2, rows, n), torch.float32, other.device).unbind(0)
+        return dw_partial, db_partial
+    if has_weight or has_bias:
+        partial = _alloc((rows, n), torch.float32, other.device)
+        return (partial, other) if has_weight else (other, partial)
+    return other, other
 
 
 def norm_backward(
@@ -117,12 +129,9 @@ def norm_backward(
             dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has_bias, launch)
     else:
         num_blocks = triton_cdiv(m, launch.block_m)
-        programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x.device))
+        programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x))
         programs = max(1, min(programs, num_blocks))  # every program owns at least one block
-        # one allocation for both partial buffers: (has_weight + has_bias) blocks of programs x n
-        partials = _alloc((int(has_weight) + int(has_bias), programs, n), torch.float32, x.device)
-        dw_partial = partials[0] if has_weight else rstd
-        db_partial = partials[-1] if has_bias else rstd
+        dw_partial, db_partial = _partial_rows(has_weight, has_bias, programs, n, rstd)
         norm_bwd_kernel.launch(
             (programs,),
             dy, x, dy if dres is None else dres, dx,
@@ -136,7 +145,7 @@ def norm_backward(
             num_warps=launch.num_warps,
         )
     if has_weight or has_bias:
-        reduce_block_n = table.reduce_block_n(n, _sm_count(x.device))
+        reduce_block_n = table.reduce_block_n(n, _sm_count(x))
         sum_partials_kernel.launch(
             (triton_cdiv(n, reduce_block_n),),
             dw_partial, db_partial, dx if dw is None else dw, dx if db is None else db, programs, n,
@@ -167,13 +176,11 @@ def _split_backward(dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has
     )
     tiles = triton_cdiv(n, launch.block_n)
     # row bands: enough (tile, band) programs for programs_per_sm per SM, each band at least one step
-    wanted = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x.device))
+    wanted = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x))
     bands = max(1, min(triton_cdiv(wanted, tiles), triton_cdiv(m, launch.block_m)))
     rows_per_band = triton_cdiv(triton_cdiv(m, bands), launch.block_m) * launch.block_m
     bands = triton_cdiv(m, rows_per_band)  # no empty band: every partial row gets written
-    partials = _alloc((int(has_weight) + int(has_bias), bands, n), torch.float32, x.device)
-    dw_partial = partials[0] if has_weight else rstd
-    db_partial = partials[-1] if has_bias else rstd
+    dw_partial, db_partial = _partial_rows(has_weight, has_bias, bands, n, rstd)
     norm_bwd_tiles_kernel.launch(
         (tiles, bands),
         dy, x, dy if dres is None else dres, dx,
