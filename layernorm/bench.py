@@ -1,6 +1,6 @@
 """``layernorm bench``: the Triton kernels against their peers, in GB/s and % of the copy ceiling.
 
-Method (../shared/guide/performance.md): a norm is memory-bound, so each pass
+Method: a norm is memory-bound, so each pass
 is scored by the bytes it must move over its median time
 (``triton.testing.do_bench``, CUDA events), and compared with the device's
 copy ceiling (``b.copy_(a)`` on 1 GiB, bytes read + written) measured in the
@@ -45,7 +45,7 @@ OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm")
 PASSES = ("forward", "backward", "both")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
-# (x dtype, weight dtype, M, N): ../shared/guide/performance.md's standard shapes.
+# (x dtype, weight dtype, M, N): the standard shapes (the widest rows at fewer rows; small M for latency).
 _WIDE = [(32768, n) for n in (768, 1024, 2048, 4096, 8192, 16384)] + [(4096, 65536)]
 _LATENCY = [(8, 4096), (512, 4096)]
 STANDARD_CASES = (
@@ -349,7 +349,7 @@ def measure_case(case: Case, impls: Dict[str, Callable], passes, ceiling: float,
 
 
 # ---------------------------------------------------------------------------
-# The bar of issue 3 (and 4 for RMSNorm), judged from the results
+# The bar (LayerNorm, RMSNorm, add + norm), judged from the results
 
 
 def bar_rows(results: List[Result], ceiling: float) -> List[Tuple[str, str, bool]]:
