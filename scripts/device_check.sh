@@ -7,7 +7,7 @@
 #      (scripts/host_overhead.py), and every op against its peers (layernorm bench --host-time-only)
 #   5. layernorm bench (BENCH_OPS, default "layer_norm"; BENCH_ARGS passed through)
 #   6. experiments with --device cuda, when EXPERIMENTS names them (quick size; EXPERIMENT_SIZE)
-#   7. a training step of a whole model, when MODEL_STEP names them (gpt2, encoder)
+#   7. a training step of a whole model, when MODEL_STEP names them (gpt2, encoder); PROFILE=1 traces it
 # Output goes under $OUT (the device tool's folder; runs/device elsewhere). Each step runs even
 # when an earlier one failed; a summary is printed last and the exit status is 1 if any failed.
 #
@@ -130,9 +130,12 @@ for name in ${EXPERIMENTS-}; do
   step "exp:$name" $PY -m layernorm experiment "$name" --device cuda "${size_flag[@]}" --out "$OUT/experiments/$name"
 done
 
-# 7. a whole model's training step, torch's LayerNorm against layernorm.patch (MODEL_STEP="gpt2 encoder")
+# 7. a whole model's training step, torch's LayerNorm against layernorm.patch (MODEL_STEP="gpt2 encoder");
+#    PROFILE=1 also traces one step of each variant and lists its host synchronizations
 for model in ${MODEL_STEP-}; do
-  step "step:$model" $PY scripts/gpt2_step.py --model "$model" --out "$OUT/step_$model.json"
+  profile=()
+  [ "${PROFILE:-0}" = 1 ] && profile=(--profile "$OUT/profile_$model")
+  step "step:$model" $PY scripts/gpt2_step.py --model "$model" --out "$OUT/step_$model.json" "${profile[@]}"
 done
 
 echo "=== summary" | tee -a "$LOG"

@@ -12,6 +12,14 @@ normalization. Run from the repository root:
 
     PYTHONPATH=. python3 scripts/gpt2_step.py --out runs/gpt2_step.json
     PYTHONPATH=. python3 scripts/gpt2_step.py --model encoder --out runs/encoder_step.json
+
+``--profile DIR`` then records one step of each variant under
+``torch.profiler`` (CPU and CUDA activities, Python stacks), writes each
+trace there (``trace_<variant>.json.gz``, for Perfetto or chrome://tracing) and
+lists every host synchronization in the step (stream, device or event
+synchronize, a blocking copy, ``aten::item`` / ``_local_scalar_dense``),
+marking the ones whose stack passes through ``layernorm``: the patched step
+should add none.
 """
 
 from __future__ import annotations
@@ -56,7 +64,8 @@ MODELS = {
 }
 
 
-def step_ms(model, optimizer, loss_fn, warmup: int, steps: int) -> float:
+def training_step(optimizer, loss_fn):
+    """One step: forward under bf16 autocast, backward, optimizer step, gradients dropped."""
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = loss_fn()
@@ -64,6 +73,11 @@ def step_ms(model, optimizer, loss_fn, warmup: int, steps: int) -> float:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step
+
+
+def step_ms(model, optimizer, loss_fn, warmup: int, steps: int) -> float:
+    step = training_step(optimizer, loss_fn)
     for _ in range(warmup):
         step()
     times = []
@@ -77,6 +91,43 @@ def step_ms(model, optimizer, loss_fn, warmup: int, steps: int) -> float:
     return statistics.median(times)
 
 
+# Host-side calls that wait for the GPU.
+_SYNC_NAMES = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy",
+               "aten::item", "aten::_local_scalar_dense", "aten::nonzero")
+
+
+def profile_step(model, optimizer, loss_fn, variant: str, out_dir: Path) -> dict:
+    """One step under torch.profiler: the trace file, and the host synchronizations in it."""
+    import gzip
+    import shutil
+
+    from torch.profiler import ProfilerActivity, profile
+
+    step = training_step(optimizer, loss_fn)
+    step()  # nothing compiles or allocates for the first time inside the trace
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities, with_stack=True) as prof:
+        step()  # no synchronize of ours inside: the profiler waits for the GPU when it stops
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trace = out_dir / f"trace_{''.join(c if c.isalnum() else '_' for c in variant)}.json"
+    prof.export_chrome_trace(str(trace))
+    with open(trace, "rb") as raw, gzip.open(f"{trace}.gz", "wb") as packed:  # traces of a step are large
+        shutil.copyfileobj(raw, packed)
+    trace.unlink()
+    syncs = []
+    for event in prof.events():
+        if event.name not in _SYNC_NAMES:
+            continue
+        stack = list(event.stack or [])
+        ours = any("layernorm/" in frame and "scripts/" not in frame for frame in stack)
+        syncs.append({"name": event.name, "ours": ours, "stack": stack[:8]})
+    return {"trace": f"{trace}.gz", "host_syncs": len(syncs), "host_syncs_in_layernorm": sum(s["ours"] for s in syncs),
+            "syncs": syncs}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=tuple(MODELS), default="gpt2")
@@ -85,6 +136,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("runs/gpt2_step.json"))
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="also trace one step of each variant with torch.profiler into DIR")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpt2_step needs a CUDA GPU", file=sys.stderr)
@@ -102,6 +155,16 @@ def main() -> int:
             ms = step_ms(model, optimizer, loss_fn, args.warmup, args.steps)
             results.setdefault(variant, []).append(ms)
             print(f"round {round_}: {variant:32s} {ms:8.2f} ms/step", flush=True)
+    profiles = {}
+    if args.profile is not None:
+        for variant in variants:
+            layernorm.unpatch(model)
+            if variant != "torch.nn.LayerNorm":
+                layernorm.patch(model, fuse_add="fuse_add" in variant)
+            profiles[variant] = profile_step(model, optimizer, loss_fn, variant, args.profile)
+            found = profiles[variant]
+            print(f"profile {variant}: {found['host_syncs']} host synchronizations in the step, "
+                  f"{found['host_syncs_in_layernorm']} through layernorm ({found['trace']})", flush=True)
     baseline = min(results["torch.nn.LayerNorm"])
     summary = {
         "model": description,
@@ -110,6 +173,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "ms_per_step": results,
         "speedup": {v: baseline / min(results[v]) for v in variants[1:]},
+        "profile": profiles,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
