@@ -247,7 +247,9 @@ def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
 def _input_grads(ctx, dy, dr_out, saved):
     """Gradients of (x, residual, weight, bias) from those of (y, r'); shared by both paths."""
     x_or_r, mean, rstd, weight, bias = saved
-    normalized_ndim, is_rms, store_residual, x_dtype, residual_dtype, compiling = ctx.spec
+    normalized_ndim, is_rms, store_residual, x_dtype, residual_dtype, compiling, _eps = ctx.spec
+    if torch.is_grad_enabled():  # backward(create_graph=True): gradients that can be differentiated again
+        return _differentiable_input_grads(ctx, dy, dr_out, saved)
     if dy is None:
         dy = torch.zeros_like(x_or_r, dtype=x_dtype)  # y has x's dtype
     dres = dr_out if store_residual else None
@@ -264,18 +266,51 @@ def _input_grads(ctx, dy, dr_out, saved):
             db if bias is not None and need_db else None)
 
 
-def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, compiling):
+def _differentiable_input_grads(ctx, dy, dr_out, saved):
+    """The gradients of (x, residual, weight, bias) as a graph of PyTorch ops.
+
+    The kernels' backward is not differentiable (its launches are opaque to
+    autograd), so a backward that must itself be differentiated, as in
+    gradient penalties or Hessian-vector products, runs the reference's
+    backward instead, with the row statistics recomputed from the saved input
+    in PyTorch ops, so that they too depend on it. The saved input is x, or
+    r' = x + residual for the fused add, whose own dependence on x and the
+    residual then flows back through this function's first-order backward.
+    """
+    from . import reference
+
+    x_or_r, _, _, weight, bias = saved
+    normalized_ndim, is_rms, store_residual, x_dtype, residual_dtype, _, eps = ctx.spec
+    shape = tuple(x_or_r.shape[x_or_r.dim() - normalized_ndim:])
+    if dy is None:
+        dy = torch.zeros_like(x_or_r, dtype=x_dtype)
+    if is_rms:
+        _, rstd = reference.rms_norm_forward(x_or_r, shape, None, eps)
+        dx, dw = reference.rms_norm_backward(dy, x_or_r, weight, rstd)
+        db = None
+    else:
+        _, mean, rstd = reference.layer_norm_forward(x_or_r, shape, None, None, eps)
+        dx, dw, db = reference.layer_norm_backward(dy, x_or_r, weight, mean, rstd, with_bias=bias is not None)
+        db = None if db is None else db.to(bias.dtype)
+    if store_residual and dr_out is not None:
+        dx = dx + dr_out
+    grad_residual = None if residual_dtype is None else dx.to(residual_dtype)
+    return (dx.to(x_dtype), grad_residual, dw if ctx.needs_input_grad[2] else None,
+            db if ctx.needs_input_grad[3] else None)
+
+
+def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, compiling, eps):
     """What the backward needs: the tensors, and the call's constants in one tuple (one attribute
-    to set and to read back instead of six)."""
+    to set and to read back instead of seven)."""
     ctx.save_for_backward(r_out if store_residual else x, mean, rstd, weight, bias)
     ctx.spec = (normalized_ndim, is_rms, store_residual, x.dtype, None if residual is None else residual.dtype,
-                compiling)
+                compiling, eps)
 
 
 def _setup_context(ctx, inputs, output):
-    x, residual, weight, bias, normalized_ndim, _eps, is_rms, store_residual, _fp32 = inputs
+    x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, _fp32 = inputs
     _, r_out, mean, rstd = output
-    _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, True)
+    _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, True, eps)
 
 
 def _norm_fwd_backward(ctx, dy, dr_out, _dmean, _drstd):
@@ -295,7 +330,7 @@ class _EagerNorm(torch.autograd.Function):
     def forward(ctx, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32):
         y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
                                         residual_in_fp32)
-        _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, False)
+        _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, False, eps)
         return (y, r_out) if store_residual else y
 
     @staticmethod

@@ -673,3 +673,54 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     # The swept table's worst row (backward, bf16, N = 8192 held in registers: 152 bytes)
     # was measured faster on the H100 than the chunked path; anything beyond that is new.
     assert int(done.stdout.split()[-1]) <= 160, done.stdout
+
+
+# --- second derivatives, and rows whose variance overflows ------------------------------------
+
+
+def _hessian_vector(fn, inputs):
+    """d/d(inputs) of |d(sum of outputs x fixed random weights)/d(inputs)|^2: needs the backward's
+    own graph (create_graph=True), so a first-order-only backward gets it wrong or raises."""
+    outs = fn(*inputs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    loss = sum((o * randn(*o.shape, seed=20 + i)).sum() for i, o in enumerate(outs))
+    first = torch.autograd.grad(loss, inputs, create_graph=True)
+    second = torch.autograd.grad(sum((g * g).sum() for g in first), inputs, allow_unused=True)
+    return [torch.zeros_like(t) if s is None else s for t, s in zip(inputs, second)]
+
+
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer", "add_rms"])
+def test_second_derivatives_match_torch(kind):
+    n = 24
+    x, r = activations(3, n), randn(3, n, seed=3)
+    w, b = randn(n, seed=4) + 1, randn(n, seed=5)
+    rms, add = kind.endswith("rms"), kind.startswith("add")
+
+    def kernels(x, w, *rest):
+        b = None if rms else rest[0]
+        r = rest[-1] if add else None
+        return ours(kind, x, r, (n,), w, b, 1e-5, False)[0 if not add else slice(None)]
+
+    def reference(x, w, *rest):
+        b = None if rms else rest[0]
+        s = x + rest[-1] if add else x
+        y = F.rms_norm(s, (n,), w, 1e-5) if rms else F.layer_norm(s, (n,), w, b, 1e-5)
+        return (y, s) if add else y
+
+    inputs = [x, w] + ([] if rms else [b]) + ([r] if add else [])
+    got = _hessian_vector(kernels, leaves(*inputs))
+    want = _hessian_vector(reference, [t.double().requires_grad_() for t in inputs])
+    for g, e in zip(got, want):
+        assert error(g, e) < 1e-4
+
+
+@pytest.mark.parametrize("force", [{}, dict(max_single_block_n=16, chunk=16)], ids=["register", "chunked"])
+def test_rows_whose_variance_overflows_give_nan_not_zeros(force):
+    x = activations(3, 40)
+    x[0] = randn(40, seed=9) * 1e30  # (x - mean)^2 overflows float32
+    with table.forced(**force):
+        y = ops.triton_layer_norm(x, (40,), None, None, 1e-5)
+        z = ops.triton_rms_norm(x, (40,), None, 1e-5)
+    assert torch.isnan(y[0]).all() and torch.isnan(F.layer_norm(x, (40,))[0]).all()  # as PyTorch's
+    assert torch.isnan(z[0]).all()  # PyTorch's rms_norm returns zeros here; NaN says the input overflowed
+    assert error(y[1:], F.layer_norm(x[1:].double(), (40,))) < 1e-5

@@ -44,6 +44,14 @@ def _row_offsets(block, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
+def _rstd(var, eps):
+    """1 / sqrt(var + eps); NaN, as PyTorch gives, where the variance overflowed float32 (rows of
+    values near 1e19 or more), rather than the 0 that would silently zero the row."""
+    rstd = 1.0 / tl.sqrt(var + eps)
+    return tl.where(rstd > 0.0, rstd, float("nan"))
+
+
+@triton.jit
 def _fwd_rows(x, rows, row_mask, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, stride_r_out, N, eps,
               IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
               STORE_RESIDUAL: tl.constexpr):
@@ -62,7 +70,7 @@ def _fwd_rows(x, rows, row_mask, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, str
         mean = tl.sum(x, axis=1) / N
         xc = tl.where(mask, x - mean[:, None], 0.0)
         tl.store(MEAN + rows, mean, mask=row_mask)
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / N + eps)
+    rstd = _rstd(tl.sum(xc * xc, axis=1) / N, eps)
     tl.store(RSTD + rows, rstd, mask=row_mask)
     y = xc * rstd[:, None]
     if HAS_WEIGHT:
@@ -154,7 +162,7 @@ def norm_fwd_kernel(
                 n_ab = n_a + n_b
                 mean += delta * (n_b / n_ab)
                 m2 += m2_b + delta * delta * (n_a * n_b / n_ab)
-        rstd = 1.0 / tl.sqrt(m2 / N + eps)
+        rstd = _rstd(m2 / N, eps)
         tl.store(RSTD + rows, rstd, mask=row_mask)
         if not IS_RMS:
             tl.store(MEAN + rows, mean, mask=row_mask)
