@@ -313,3 +313,31 @@ def test_split_backward_at_wide_rows(kind, n):
     residual = activations(m, n, dtype=torch.bfloat16, seed=n + 4, offset=0.0) if kind.startswith("add") else None
     with table.forced(launch=table.Launch(8, 1024, 8, False, 4, split=True)):
         check(kind, x, (n,), w, b, residual=residual)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_direct_launch_gives_what_tritons_path_gives(kind, monkeypatch):
+    """The cached-compiled-kernel launch against Triton's own, bitwise, on every launch of a
+    forward + backward (each key launched twice, so the second call takes the direct path),
+    with strided, unaligned inputs too."""
+    from layernorm.kernels import direct
+
+    n = 1000
+    x = activations(65, n + 1, dtype=torch.bfloat16)[:64, 1:]  # strided rows, 2 bytes off 16-byte alignment
+    w, b = params(n, torch.float32)
+    r = activations(64, n, dtype=torch.bfloat16, seed=5)
+    dy = activations(64, n, dtype=torch.bfloat16, seed=6, offset=0.0, scale=1.0)
+
+    def run():
+        a = leaves(x, r, w, b)
+        y, s = ours(kind, a[0], a[1], (n,), a[2], a[3], 1e-5, False)
+        outs = [y] + ([s] if s is not None else [])
+        torch.autograd.backward(outs, [dy] * len(outs))
+        return [t.detach() for t in outs] + [t.grad for t in a if t is not None and t.grad is not None]
+
+    monkeypatch.setattr(direct, "ENABLED", False)
+    expected = run()
+    monkeypatch.setattr(direct, "ENABLED", True)
+    for _ in range(2):
+        got = run()
+        assert all(torch.equal(g, e) for g, e in zip(got, expected))
