@@ -35,6 +35,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from . import dtensor
+
 __all__ = [
     "triton_supported",
     "triton_layer_norm",
@@ -345,6 +347,10 @@ def _wants_grad(*tensors: Optional[Tensor]) -> bool:
 
 def _norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32):
     """y, or (y, r') when ``store_residual``."""
+    if type(x) is not Tensor and dtensor.is_dtensor(x):  # tensor / sequence parallel: each rank its rows
+        return dtensor.norm_on_local_rows(
+            lambda x, r, w, b: _norm(x, r, normalized_shape, w, b, eps, is_rms, store_residual, residual_in_fp32),
+            x, residual, len(normalized_shape), weight, bias, store_residual)
     args = (x, residual, weight, bias, len(normalized_shape), float(eps), is_rms, store_residual, residual_in_fp32)
     if torch.compiler.is_compiling():
         y, r_out, _, _ = norm_fwd(*args)
