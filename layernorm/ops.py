@@ -351,6 +351,10 @@ def _norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residu
         return dtensor.norm_on_local_rows(
             lambda x, r, w, b: _norm(x, r, normalized_shape, w, b, eps, is_rms, store_residual, residual_in_fp32),
             x, residual, len(normalized_shape), weight, bias, store_residual)
+    if torch._C._are_functorch_transforms_active():  # vmap, grad, jvp: the autograd function they need
+        from . import func
+
+        return func.norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32)
     args = (x, residual, weight, bias, len(normalized_shape), float(eps), is_rms, store_residual, residual_in_fp32)
     if torch.compiler.is_compiling():
         y, r_out, _, _ = norm_fwd(*args)

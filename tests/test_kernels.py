@@ -724,3 +724,54 @@ def test_rows_whose_variance_overflows_give_nan_not_zeros(force):
     assert torch.isnan(y[0]).all() and torch.isnan(F.layer_norm(x, (40,))[0]).all()  # as PyTorch's
     assert torch.isnan(z[0]).all()  # PyTorch's rms_norm returns zeros here; NaN says the input overflowed
     assert error(y[1:], F.layer_norm(x[1:].double(), (40,))) < 1e-5
+
+
+# --- torch.func: vmap, grad, jvp on the kernels' path ------------------------------------------
+
+
+def _func_cases(n):
+    """(ours, PyTorch's) pairs of functions of (x, r, w, b) returning a tuple of outputs."""
+    def kernels(kind):
+        return lambda x, r, w, b: tuple(o for o in ours(kind, x, r, (n,), w, None if kind.endswith("rms") else b,
+                                                        1e-5, False) if o is not None)
+
+    def torchs(kind):
+        def fn(x, r, w, b):
+            s = x + r if kind.startswith("add") else x
+            y = F.rms_norm(s, (n,), w, 1e-5) if kind.endswith("rms") else F.layer_norm(s, (n,), w, b, 1e-5)
+            return (y, s) if kind.startswith("add") else (y,)
+        return fn
+
+    return {kind: (kernels(kind), torchs(kind)) for kind in ("layer", "rms", "add_layer", "add_rms")}
+
+
+def _close(got, want, bound=1e-5):
+    got, want = torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)
+    assert len(got) == len(want)
+    for g, e in zip(got, want):
+        assert error(g, e) < bound, error(g, e)
+
+
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer", "add_rms"])
+def test_torch_func_transforms_match_torch(kind):
+    from torch.func import grad, jvp, vmap
+
+    n = 16
+    x, r = activations(3, 5, n), randn(3, 5, n, seed=3)
+    w, b = randn(n, seed=4) + 1, randn(n, seed=5)
+    ours_fn, torch_fn = _func_cases(n)[kind]
+    # the vmapped dim first or inside; an unbatched residual; a vmapped weight and bias (per slice)
+    for dims in ((0, 0, None, None), (1, 1, None, None), (0, None, None, None), (0, 0, 0, 0)):
+        args = (x, r if dims[1] is not None else r[0], randn(3, n, seed=6) + 1 if dims[2] == 0 else w,
+                randn(3, n, seed=7) if dims[3] == 0 else b)
+        _close(vmap(ours_fn, dims)(*args), vmap(torch_fn, dims)(*args))
+
+    def loss(fn):
+        return lambda x, r, w, b: sum((o * o).sum() for o in fn(x, r, w, b))
+
+    _close(grad(loss(ours_fn), argnums=(0, 1, 2, 3))(x, r, w, b),
+           grad(loss(torch_fn), argnums=(0, 1, 2, 3))(x, r, w, b), 1e-4)
+    tangents = (randn(3, 5, n, seed=8), randn(3, 5, n, seed=9), randn(n, seed=10), randn(n, seed=11))
+    _close(jvp(ours_fn, (x, r, w, b), tangents), jvp(torch_fn, (x, r, w, b), tangents))
+    _close(vmap(grad(lambda x: loss(ours_fn)(x, r[0], w, b)))(x),
+           vmap(grad(lambda x: loss(torch_fn)(x, r[0], w, b)))(x), 1e-4)
