@@ -24,7 +24,7 @@ import torch
 from . import ops
 
 
-class TransformableNorm(torch.autograd.Function):
+class _TransformableNorm(torch.autograd.Function):
     """ops._EagerNorm in setup_context form; returns (y, r' or empty, mean or empty, rstd)."""
 
     @staticmethod
@@ -80,7 +80,7 @@ class TransformableNorm(torch.autograd.Function):
         if w_dim is None and b_dim is None:  # the vmapped dim is one more batch dim of the rows
             x = _batched_front(x, x_dim, size)
             residual = None if residual is None else _batched_front(residual, r_dim, size)
-            y, r_out, mean, rstd = TransformableNorm.apply(x, residual, weight, bias, normalized_ndim, eps, is_rms,
+            y, r_out, mean, rstd = _TransformableNorm.apply(x, residual, weight, bias, normalized_ndim, eps, is_rms,
                                                            store_residual, fp32)
             per_row = lambda t: t.reshape(size, -1) if t.numel() else t  # noqa: E731
             return ((y, r_out, per_row(mean), per_row(rstd)),
@@ -88,7 +88,7 @@ class TransformableNorm(torch.autograd.Function):
         outs = []
         for i in range(size):  # a weight or bias per slice: each slice on its own
             pick = lambda t, d: t if t is None or d is None else t.select(d, i)  # noqa: E731
-            outs.append(TransformableNorm.apply(pick(x, x_dim), pick(residual, r_dim), pick(weight, w_dim),
+            outs.append(_TransformableNorm.apply(pick(x, x_dim), pick(residual, r_dim), pick(weight, w_dim),
                                                 pick(bias, b_dim), normalized_ndim, eps, is_rms, store_residual, fp32))
         stacked = tuple(torch.stack(parts) if parts[0].numel() else parts[0] for parts in zip(*outs))
         return stacked, tuple(0 if t.numel() else None for t in stacked)
@@ -114,6 +114,6 @@ class _nothing:
 
 def norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32):
     """ops._norm under a torch.func transform: y, or (y, r')."""
-    y, r_out, _, _ = TransformableNorm.apply(x, residual, weight, bias, len(normalized_shape), float(eps), is_rms,
+    y, r_out, _, _ = _TransformableNorm.apply(x, residual, weight, bias, len(normalized_shape), float(eps), is_rms,
                                              store_residual, residual_in_fp32)
     return (y, r_out) if store_residual else y

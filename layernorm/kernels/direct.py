@@ -159,7 +159,8 @@ class DirectKernel:
 
     def __init__(self, kernel: Any):
         self.kernel = kernel
-        self.direct = isinstance(kernel, JITFunction)  # the interpreter's kernels are not
+        # the interpreter's kernels are not JITFunctions (nor are a docs build's, where Triton is mocked)
+        self.direct = isinstance(JITFunction, type) and isinstance(kernel, JITFunction)
         # key -> (launcher, function handle, packed metadata, argument tail), or None: Triton's path
         self._compiled: Dict[Any, Optional[Tuple[Any, Any, Any, Tuple[Any, ...]]]] = {}
         self._kinds: Optional[Tuple[str, ...]] = None  # of the runtime arguments, set at the first launch

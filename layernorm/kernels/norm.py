@@ -281,10 +281,12 @@ def norm_bwd_kernel(
 ):
     """dx for the row blocks pid, pid + G, ...; one partial row of dweight / dbias per program.
 
-    With x_hat and g = weight * dy (reference.layer_norm_backward):
-      LayerNorm: dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat))
-      RMSNorm:   dx = rstd * (g - x_hat * mean(g * x_hat))
-      dweight = sum over rows of dy * x_hat;  dbias = sum over rows of dy.
+    With x_hat and g = weight * dy (reference.layer_norm_backward)::
+
+        LayerNorm: dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat))
+        RMSNorm:   dx = rstd * (g - x_hat * mean(g * x_hat))
+        dweight = sum over rows of dy * x_hat;  dbias = sum over rows of dy.
+
     ``X`` is the normalised input (r' for the fused add); ``DRES`` the
     gradient reaching r' directly, added to dx. ``NEED_DW`` / ``NEED_DB``: the
     parameter gradients are wanted (frozen parameters cost nothing).
