@@ -11,11 +11,16 @@ Implementations (``impl=``):
 
 ``impl=None`` (the default) takes the process-wide choice of the environment
 variable ``LAYERNORM_IMPL`` (read once, when :mod:`layernorm` is imported);
-when that is unset or ``"auto"``, the Triton kernels run where they support
-the input and PyTorch's op everywhere else. A process-wide ``triton`` also
-falls back to PyTorch's op for inputs the kernels do not take (float64, CPU
-without the interpreter); asking for ``impl="triton"`` on one call for such an
-input is an error.
+when that is unset, empty or ``"auto"``, the Triton kernels run where they
+support the input and PyTorch's op everywhere else. A process-wide ``triton``
+also falls back to PyTorch's op for inputs the kernels do not take (float64,
+CPU without the interpreter); asking for ``impl="triton"`` on one call for
+such an input is an error.
+
+``impl=`` and ``LAYERNORM_IMPL`` take the same names, ``"auto"``,
+``"torch"``, ``"reference"`` and ``"triton"``, in any case (``impl="auto"``
+is ``impl=None``); any other value is an error that names the argument or
+the variable, the names it takes, and the value it got.
 
 Autocast: we do what PyTorch does, so outputs match. Under CUDA autocast the
 normalization runs in float32 and returns float32 (PyTorch puts layer_norm on
@@ -37,6 +42,8 @@ from torch import Tensor
 
 from . import reference
 from .validation import (
+    LayerNormTypeError,
+    LayerNormValueError,
     check_eps,
     check_impl,
     check_input,
@@ -44,14 +51,17 @@ from .validation import (
     normalized_shape_tuple,
 )
 
-__all__ = ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm", "resolve_impl", "available_impls"]
+__all__ = [
+    "layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm",
+    "resolve_impl", "available_impls", "default_rms_norm_eps",
+]
 
 
 def _process_default() -> Optional[str]:
-    value = os.environ.get("LAYERNORM_IMPL", "").strip().lower()
-    if value in ("", "auto"):
+    value = os.environ.get("LAYERNORM_IMPL", "")
+    if not value.strip():  # set but empty reads as unset, as shells often leave it
         return None
-    return check_impl(value)
+    return check_impl(value, source="the environment variable LAYERNORM_IMPL")
 
 
 # Read once at import so that compiled graphs do not depend on os.environ.
@@ -68,7 +78,7 @@ def resolve_impl(x: Tensor, impl: Optional[str]) -> str:
     """The implementation one call will run: ``impl`` if given, else the process default."""
     if impl is not None:
         if impl == "triton" and not _triton_supports(x):
-            raise ValueError(
+            raise LayerNormValueError(
                 "impl='triton' needs triton and a CUDA tensor of float16, bfloat16 or float32 "
                 "(or a CPU tensor with TRITON_INTERPRET=1), got a "
                 f"{x.dtype} tensor on {x.device}"
@@ -140,7 +150,8 @@ def layer_norm(
         weight: :math:`\gamma` of shape ``normalized_shape``, or ``None``.
         bias: :math:`\beta` of shape ``normalized_shape``, or ``None``.
         eps: added to the variance under the square root; ``>= 0``.
-        impl: ``"torch"``, ``"reference"``, ``"triton"`` or ``None`` (automatic).
+        impl: ``"torch"``, ``"reference"``, ``"triton"``, or ``None`` / ``"auto"`` (automatic);
+            in any case, as for ``LAYERNORM_IMPL``.
 
     Example:
         >>> x = torch.randn(4, 10)
@@ -164,6 +175,17 @@ def layer_norm(
     return _torch_layer_norm(input, shape, weight, bias, eps)
 
 
+def default_rms_norm_eps(dtype: torch.dtype) -> float:
+    """PyTorch's ``eps=None`` for ``rms_norm``: the epsilon of the dtype it computes in.
+
+    Half-precision input is normalized in float32, so its eps is float32's
+    (1.2e-7), not the input dtype's: bfloat16's 2**-7 would dominate the mean
+    square of small activations (at ``|x| ~ 0.05`` the output would come out
+    at half its size).
+    """
+    return torch.finfo(torch.promote_types(dtype, torch.float32)).eps
+
+
 def rms_norm(
     input: Tensor,
     normalized_shape,
@@ -176,14 +198,16 @@ def rms_norm(
 
     Same signature and result as :func:`torch.nn.functional.rms_norm`:
     :math:`y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} \cdot \gamma`.
-    ``eps=None`` means ``torch.finfo(input.dtype).eps``, as in PyTorch.
+    ``eps=None`` means PyTorch's default, the machine epsilon of the dtype the
+    statistics are computed in: float32's for float16, bfloat16 and float32
+    input, float64's for float64. ``impl`` is as for :func:`layer_norm`.
     """
     shape = normalized_shape_tuple(normalized_shape)
     check_input(input, shape)
     check_parameter("weight", weight, shape, input)
     impl = check_impl(impl)
     input, weight = _autocast_float32(input, weight)
-    eps = torch.finfo(input.dtype).eps if eps is None else check_eps(eps)
+    eps = default_rms_norm_eps(input.dtype) if eps is None else check_eps(eps)
     chosen = resolve_impl(input, impl)
     if chosen == "triton":
         from .ops import triton_rms_norm
@@ -206,15 +230,15 @@ def _check_residual(x: Tensor, residual: Optional[Tensor]) -> None:
     if residual is None:
         return
     if not isinstance(residual, Tensor):
-        raise TypeError(f"residual must be a torch.Tensor or None, got {type(residual).__name__}")
+        raise LayerNormTypeError(f"residual must be a torch.Tensor or None, got {type(residual).__name__}")
     if not residual.is_floating_point():
-        raise TypeError(f"residual must be a floating-point tensor, got dtype {residual.dtype}")
+        raise LayerNormTypeError(f"residual must be a floating-point tensor, got dtype {residual.dtype}")
     if residual.shape != x.shape:
-        raise ValueError(
+        raise LayerNormValueError(
             f"residual must have the input's shape {list(x.shape)}, got {list(residual.shape)}"
         )
     if residual.device != x.device:
-        raise ValueError(f"residual is on {residual.device} but the input is on {x.device}")
+        raise LayerNormValueError(f"residual is on {residual.device} but the input is on {x.device}")
 
 
 def add_layer_norm(
@@ -273,7 +297,7 @@ def add_rms_norm(
     check_input(input, shape)
     _check_residual(input, residual)
     check_parameter("weight", weight, shape, input)
-    eps = torch.finfo(input.dtype).eps if eps is None else check_eps(eps)
+    eps = default_rms_norm_eps(input.dtype) if eps is None else check_eps(eps)
     impl = check_impl(impl)
     chosen = resolve_impl(input, impl)
     if chosen == "triton":

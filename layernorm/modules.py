@@ -9,7 +9,8 @@ after :func:`layernorm.patch`. A state_dict saved from either class loads into
 the other.
 
 Each module has an ``impl`` attribute (default ``None``: automatic) that
-forces an implementation for that module, as ``impl=`` does for the functions.
+forces an implementation for that module, as ``impl=`` does for the functions
+(the same names, in any case).
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ class RMSNorm(torch.nn.RMSNorm):
     Args:
         normalized_shape (int or list or torch.Size): the trailing shape to normalize.
         eps (float, optional): added under the square root. Default (``None``):
-            ``torch.finfo(x.dtype).eps``, as in PyTorch.
+            PyTorch's, the machine epsilon of the dtype the norm computes in
+            (float32's for half-precision input; see
+            :func:`layernorm.functional.default_rms_norm_eps`).
         elementwise_affine (bool): learn a per-element gain (``weight``, ones). Default: True.
         device, dtype: where and in which dtype to create the parameters.
 

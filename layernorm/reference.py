@@ -126,6 +126,15 @@ needs only :math:`x`, :math:`\gamma`, and the per-row :math:`\mu` and
 :math:`r` saved by the forward; two row reductions (of :math:`\hat{g}` and of
 :math:`\hat{g}\hat{x}`) and one elementwise pass give :math:`dx`.
 
+The backward is itself made of differentiable tensor operations, so autograd
+can differentiate it again, for second derivatives (``create_graph=True``:
+gradient penalties, Hessian-vector products). Then :math:`\mu` and :math:`r`
+must enter it as the functions of :math:`x` that they are, with the
+derivatives :math:`\partial\mu/\partial x_i` and :math:`\partial r/\partial x_i`
+above; the values saved by the forward are plain numbers without that
+dependence. So a backward that will be differentiated recomputes :math:`\mu`
+and :math:`r` from :math:`x` and runs the same formula.
+
 RMSNorm
 =======
 
@@ -324,11 +333,14 @@ class _LayerNormFunction(torch.autograd.Function):
         y, mean, rstd = layer_norm_forward(x, normalized_shape, weight, bias, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         ctx.with_bias = bias is not None
+        ctx.normalized_shape, ctx.eps = normalized_shape, eps
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, weight, mean, rstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: mu and r as functions of x, as above
+            _, mean, rstd = layer_norm_forward(x, ctx.normalized_shape, None, None, ctx.eps)
         dx, dweight, dbias = layer_norm_backward(dy, x, weight, mean, rstd, ctx.with_bias)
         return dx, None, dweight, dbias, None
 
@@ -340,11 +352,14 @@ class _RMSNormFunction(torch.autograd.Function):
     def forward(ctx, x, normalized_shape, weight, eps):
         y, rstd = rms_norm_forward(x, normalized_shape, weight, eps)
         ctx.save_for_backward(x, weight, rstd)
+        ctx.normalized_shape, ctx.eps = normalized_shape, eps
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, weight, rstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: r as a function of x, as above
+            _, rstd = rms_norm_forward(x, ctx.normalized_shape, None, ctx.eps)
         dx, dweight = rms_norm_backward(dy, x, weight, rstd)
         return dx, None, dweight, None
 

@@ -52,7 +52,7 @@ def test_rms_norm_against_float64_reference_and_torch(impl, dtype, shape, ns):
     w, dy = randn(*ns, dtype=dtype, seed=2), randn(*shape, dtype=dtype, seed=4)
     ours = grads_of(lambda x, w: layernorm.rms_norm(x, ns, w, impl=impl), x, w, dy=dy)
     theirs = grads_of(lambda x, w: F.rms_norm(x, ns, w), x, w, dy=dy)
-    eps = torch.finfo(dtype).eps  # eps=None means the input dtype's eps
+    eps = torch.finfo(torch.promote_types(dtype, torch.float32)).eps  # eps=None: PyTorch's, float32's for half
     exact = grads_of(lambda x, w: reference.rms_norm(x, ns, w, eps), x.double(), w.double(), dy=dy.double())
     for got, torch_out, want in zip(ours, theirs, exact):
         assert got.dtype == torch_out.dtype
@@ -203,4 +203,4 @@ def test_environment_variable_sets_the_process_default():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "reference"
     bad = _run_python(code, LAYERNORM_IMPL="fastest")
-    assert bad.returncode != 0 and "impl must be one of" in bad.stderr
+    assert bad.returncode != 0 and "LAYERNORM_IMPL must be one of" in bad.stderr and "'fastest'" in bad.stderr
