@@ -75,7 +75,14 @@ def _triton_supports(x: Tensor) -> bool:
 
 
 def resolve_impl(x: Tensor, impl: Optional[str]) -> str:
-    """The implementation one call will run: ``impl`` if given, else the process default."""
+    """The implementation one call will run: ``impl`` if given, else the process default.
+
+    While ``torch.jit.trace`` records, every call runs PyTorch's op: the trace is
+    a graph of PyTorch ops that must replay without Python, which neither the
+    kernels' launches nor the reference's autograd function can be.
+    """
+    if torch.jit.is_tracing():
+        return "torch"
     if impl is not None:
         if impl == "triton" and not _triton_supports(x):
             raise LayerNormValueError(

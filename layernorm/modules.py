@@ -61,6 +61,12 @@ class LayerNorm(torch.nn.LayerNorm):
     impl: Optional[str] = None
 
     def forward(self, input: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # TorchScript compiles PyTorch's op; Python runs ours
+            return torch.nn.functional.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+        return self._layernorm_forward(input)
+
+    @torch.jit.unused
+    def _layernorm_forward(self, input: Tensor) -> Tensor:
         return layer_norm(
             input, self.normalized_shape, self.weight, self.bias, self.eps, impl=self.impl
         )
@@ -94,6 +100,12 @@ class RMSNorm(torch.nn.RMSNorm):
     impl: Optional[str] = None
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # TorchScript compiles PyTorch's op; Python runs ours
+            return torch.nn.functional.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+        return self._layernorm_forward(x)
+
+    @torch.jit.unused
+    def _layernorm_forward(self, x: Tensor) -> Tensor:
         return rms_norm(x, self.normalized_shape, self.weight, self.eps, impl=self.impl)
 
 

@@ -2,6 +2,7 @@
 half-precision input, second derivatives through the reference, the names ``impl=`` and
 ``LAYERNORM_IMPL`` take, and the exceptions bad input raises."""
 
+import importlib.util
 import os
 import sys
 import warnings
@@ -319,3 +320,30 @@ def test_bad_impl_is_catchable_as_runtime_error_too(impl, documented):
 def test_triton_on_an_input_it_does_not_take_is_catchable_as_runtime_error_too():
     assert_catchable_as_pytorchs_and_ours(
         lambda: layernorm.layer_norm(X.double(), 8, impl="triton"), None, ValueError, "impl='triton' needs")
+
+
+# --- TorchScript -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["LayerNorm", "RMSNorm"])
+def test_models_holding_our_modules_script_and_trace(norm, monkeypatch):
+    """torch.jit.script compiles PyTorch's op in our modules' place; torch.jit.trace records it,
+    whatever implementation the module asks for (the kernels cannot be recorded)."""
+    import layernorm
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), getattr(layernorm, norm)(8))
+    with torch.no_grad():
+        model[1].weight.normal_()
+    x = torch.randn(3, 8)
+    expected = model(x)
+    scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(x), expected)
+    for impl in ("reference", "triton", None):
+        if impl == "triton" and importlib.util.find_spec("triton") is None:
+            continue
+        model[1].impl = impl
+        traced = torch.jit.trace(model, x, check_trace=False)
+        torch.testing.assert_close(traced(x + 1), model(x + 1))
+        assert "PythonOp" not in str(traced.inlined_graph)  # PyTorch ops only: it replays without Python
