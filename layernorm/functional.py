@@ -68,10 +68,20 @@ def _process_default() -> Optional[str]:
 PROCESS_DEFAULT_IMPL: Optional[str] = _process_default()
 
 
-def _triton_supports(x: Tensor) -> bool:
-    from .ops import triton_supported
+_ops = None  # layernorm.ops, imported at the first call that needs it
 
-    return triton_supported(x)
+
+def _kernels_ops():
+    global _ops
+    if _ops is None:
+        from . import ops
+
+        _ops = ops
+    return _ops
+
+
+def _triton_supports(x: Tensor) -> bool:
+    return _kernels_ops().triton_supported(x)
 
 
 def resolve_impl(x: Tensor, impl: Optional[str]) -> str:
@@ -174,9 +184,7 @@ def layer_norm(
     input, weight, bias = _autocast_float32(input, weight, bias)
     chosen = resolve_impl(input, impl)
     if chosen == "triton":
-        from .ops import triton_layer_norm
-
-        return triton_layer_norm(input, shape, weight, bias, eps)
+        return _kernels_ops().triton_layer_norm(input, shape, weight, bias, eps)
     if chosen == "reference":
         return reference.layer_norm(input, shape, weight, bias, eps)
     return _torch_layer_norm(input, shape, weight, bias, eps)
@@ -217,9 +225,7 @@ def rms_norm(
     eps = default_rms_norm_eps(input.dtype) if eps is None else check_eps(eps)
     chosen = resolve_impl(input, impl)
     if chosen == "triton":
-        from .ops import triton_rms_norm
-
-        return triton_rms_norm(input, shape, weight, eps)
+        return _kernels_ops().triton_rms_norm(input, shape, weight, eps)
     if chosen == "reference":
         return reference.rms_norm(input, shape, weight, eps)
     return F.rms_norm(input, shape, weight, eps)
@@ -281,9 +287,7 @@ def add_layer_norm(
     impl = check_impl(impl)
     chosen = resolve_impl(input, impl)
     if chosen == "triton":
-        from .ops import triton_add_layer_norm
-
-        return triton_add_layer_norm(input, residual, shape, weight, bias, eps, residual_in_fp32)
+        return _kernels_ops().triton_add_layer_norm(input, residual, shape, weight, bias, eps, residual_in_fp32)
     new_residual = _residual_sum(input, residual, residual_in_fp32)
     norm = reference.layer_norm if chosen == "reference" else _torch_layer_norm
     return norm(new_residual, shape, weight, bias, eps).to(input.dtype), new_residual
@@ -308,9 +312,7 @@ def add_rms_norm(
     impl = check_impl(impl)
     chosen = resolve_impl(input, impl)
     if chosen == "triton":
-        from .ops import triton_add_rms_norm
-
-        return triton_add_rms_norm(input, residual, shape, weight, eps, residual_in_fp32)
+        return _kernels_ops().triton_add_rms_norm(input, residual, shape, weight, eps, residual_in_fp32)
     new_residual = _residual_sum(input, residual, residual_in_fp32)
     norm = reference.rms_norm if chosen == "reference" else F.rms_norm
     return norm(new_residual, shape, weight, eps).to(input.dtype), new_residual

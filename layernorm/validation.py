@@ -42,6 +42,11 @@ class LayerNormTypeError(TypeError, RuntimeError):
 
 def normalized_shape_tuple(normalized_shape) -> Tuple[int, ...]:
     """``int | list | tuple | torch.Size`` of positive ints -> ``tuple``."""
+    # What modules pass on every call, a tuple of positive ints, returned as it is: the general
+    # check below (isinstance of every entry, a new tuple) shows in a small call's host time.
+    if type(normalized_shape) is tuple and normalized_shape and all(
+            type(d) is int and d > 0 for d in normalized_shape):
+        return normalized_shape
     if isinstance(normalized_shape, bool):
         raise LayerNormTypeError(
             f"normalized_shape must be an int or a sequence of ints, got {normalized_shape!r}"
@@ -82,7 +87,7 @@ def check_input(x, shape: Tuple[int, ...]) -> None:
         raise LayerNormTypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise LayerNormTypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
-    if tuple(x.shape[x.dim() - len(shape):]) != shape or x.dim() < len(shape):
+    if x.dim() < len(shape) or x.shape[x.dim() - len(shape):] != shape:  # torch.Size == tuple
         raise LayerNormValueError(
             f"normalized_shape {list(shape)} must match the trailing dimensions of the "
             f"input, got input of shape {list(x.shape)}"
@@ -97,7 +102,7 @@ def check_parameter(name: str, p: Optional[Tensor], shape: Tuple[int, ...], x: T
         raise LayerNormTypeError(f"{name} must be a torch.Tensor or None, got {type(p).__name__}")
     if not p.is_floating_point():
         raise LayerNormTypeError(f"{name} must be a floating-point tensor, got dtype {p.dtype}")
-    if tuple(p.shape) != shape:
+    if p.shape != shape:
         raise LayerNormValueError(
             f"{name} must have shape normalized_shape {list(shape)}, got {list(p.shape)}"
         )
