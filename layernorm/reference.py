@@ -372,6 +372,8 @@ def layer_norm(
     eps: float = 1e-5,
 ) -> Tensor:
     """Layer normalization whose gradient is the explicit backward above."""
+    if torch._C._are_functorch_transforms_active():  # vmap, grad, jvp: they differentiate the forward
+        return layer_norm_forward(x, normalized_shape, weight, bias, eps)[0]
     return _LayerNormFunction.apply(x, normalized_shape, weight, bias, eps)
 
 
@@ -382,4 +384,6 @@ def rms_norm(
     eps: float = 1e-6,
 ) -> Tensor:
     """RMSNorm whose gradient is the explicit backward above."""
+    if torch._C._are_functorch_transforms_active():  # vmap, grad, jvp: they differentiate the forward
+        return rms_norm_forward(x, normalized_shape, weight, eps)[0]
     return _RMSNormFunction.apply(x, normalized_shape, weight, eps)

@@ -347,3 +347,27 @@ def test_models_holding_our_modules_script_and_trace(norm, monkeypatch):
         traced = torch.jit.trace(model, x, check_trace=False)
         torch.testing.assert_close(traced(x + 1), model(x + 1))
         assert "PythonOp" not in str(traced.inlined_graph)  # PyTorch ops only: it replays without Python
+
+
+# --- torch.func on the reference ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_reference_under_torch_func_matches_torch(op):
+    from torch.func import grad, jvp, vmap
+
+    g = torch.Generator().manual_seed(0)
+    x, tx = torch.randn(3, 5, 8, generator=g, dtype=torch.float64), torch.randn(3, 5, 8, generator=g,
+                                                                               dtype=torch.float64)
+    w = torch.randn(8, generator=g, dtype=torch.float64) + 1
+
+    def ours(x, w):
+        return getattr(layernorm, op)(x, (8,), w, impl="reference")
+
+    def torchs(x, w):
+        return getattr(F, op)(x, (8,), w)
+
+    torch.testing.assert_close(vmap(ours, (1, None))(x, w), vmap(torchs, (1, None))(x, w))
+    torch.testing.assert_close(jvp(lambda x: ours(x, w), (x,), (tx,)), jvp(lambda x: torchs(x, w), (x,), (tx,)))
+    torch.testing.assert_close(grad(lambda x, w: ours(x, w).pow(2).sum(), argnums=(0, 1))(x, w),
+                               grad(lambda x, w: torchs(x, w).pow(2).sum(), argnums=(0, 1))(x, w))
