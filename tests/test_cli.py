@@ -16,7 +16,7 @@ def test_check_passes_and_prints_the_table(capsys):
     assert status == 0
     header = out.splitlines()[0].split()
     assert header[:4] == ["op", "implementation", "device", "dtype"]
-    assert "max rel error" in out.splitlines()[0]
+    assert "error vs reference" in out.splitlines()[0] and "error vs torch" in out.splitlines()[0]
     rows = [line for line in out.splitlines() if line.startswith(("layer_norm", "rms_norm"))]
     assert len(rows) >= 2 * 2 * 2 * len(check.SHAPES)  # ops x impls x dtypes x shapes
     assert all(line.rstrip().endswith("ok") for line in rows)
@@ -25,6 +25,20 @@ def test_check_passes_and_prints_the_table(capsys):
 def test_check_exits_1_when_a_case_fails(capsys, monkeypatch):
     monkeypatch.setitem(check.TOLERANCE, check.DTYPE_NAMES["float32"], 0.0)
     status = main(["check", "--device", "cpu", "--dtype", "float32", "--impl", "torch"])
+    assert status == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_check_fails_a_case_that_departs_from_pytorchs_op(capsys, monkeypatch):
+    """PyTorch's op is an oracle of its own: agreeing with our reference is not enough."""
+    torch_float64 = check._torch_float64
+
+    def off_by_a_tenth(*args):
+        y, *grads = torch_float64(*args)
+        return (y + 0.1, *grads)
+
+    monkeypatch.setattr(check, "_torch_float64", off_by_a_tenth)
+    status = main(["check", "--device", "cpu", "--dtype", "float32", "--impl", "reference"])
     assert status == 1
     assert "FAIL" in capsys.readouterr().out
 
