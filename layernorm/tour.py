@@ -87,8 +87,10 @@ def _check_step(section: Section) -> None:
     from . import check
 
     results = check.run_sweep(check.default_devices(), list(check.DTYPE_NAMES.values()))
-    section.table = [["op", "implementation", "device", "dtype", "shape", "max rel error", "verdict"]] + [
-        [r.op, r.impl, r.device, r.dtype, r.shape, f"{r.error:.2e}", r.verdict] for r in results
+    section.table = [["op", "implementation", "device", "dtype", "shape", "error vs reference", "error vs torch",
+                      "verdict"]] + [
+        [r.op, r.impl, r.device, r.dtype, r.shape, f"{r.error:.2e}", f"{r.torch_error:.2e}", r.verdict]
+        for r in results
     ]
     failed = [r for r in results if not r.passed]
     section.verdict = f"{len(results) - len(failed)} of {len(results)} cases within tolerance of the float64 reference"
