@@ -28,17 +28,18 @@ class _TransformableNorm(torch.autograd.Function):
     """ops._EagerNorm in setup_context form; returns (y, r' or empty, mean or empty, rstd)."""
 
     @staticmethod
-    def forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32):
+    def forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32,
+                weight_offset):
         y, r_out, mean, rstd = ops._forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
-                                            residual_in_fp32)
+                                            residual_in_fp32, weight_offset)
         return y, ops._placeholder(x) if r_out is None else r_out, ops._placeholder(x) if mean is None else mean, rstd
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, _ = inputs
+        x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, _, weight_offset = inputs
         _, r_out, mean, rstd = output
         ops._save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out,
-                  None if is_rms else mean, rstd, False, eps)
+                  None if is_rms else mean, rstd, False, eps, weight_offset)
         ctx.save_for_forward(r_out if store_residual else x, None if is_rms else mean, rstd, weight)
         # one call: each call replaces the set the last one marked
         ctx.mark_non_differentiable(mean, rstd, *(() if store_residual else (r_out,)))
@@ -49,12 +50,12 @@ class _TransformableNorm(torch.autograd.Function):
         dr_out = dr_out if ctx.spec[2] else None
         with torch.enable_grad() if torch._C._are_functorch_transforms_active() else _nothing():
             grads = ops._input_grads(ctx, dy, dr_out, saved)
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None)
 
     @staticmethod
     def jvp(ctx, tx, tres, tw, tb, *_):
         x_or_r, mean, rstd, weight = ctx.saved_tensors
-        normalized_ndim, is_rms, store_residual, x_dtype, _, _, _ = ctx.spec
+        normalized_ndim, is_rms, store_residual, x_dtype, _, _, _, weight_offset = ctx.spec
         dims = tuple(range(x_or_r.dim() - normalized_ndim, x_or_r.dim()))
         rows = x_or_r.shape[: x_or_r.dim() - normalized_ndim] + (1,) * normalized_ndim
         compute = torch.promote_types(x_or_r.dtype, torch.float32)
@@ -66,7 +67,7 @@ class _TransformableNorm(torch.autograd.Function):
             t_hat = t_hat - t.mean(dims, keepdim=True)
         ty = r * t_hat
         if weight is not None:
-            ty = ty * weight.to(compute)
+            ty = ty * (weight.to(compute) + weight_offset)
         if tw is not None:
             ty = ty + x_hat * tw.to(compute)
         if tb is not None:
@@ -74,14 +75,14 @@ class _TransformableNorm(torch.autograd.Function):
         return ty.to(x_dtype), t.to(x_or_r.dtype) if store_residual else None, None, None
 
     @staticmethod
-    def vmap(info, in_dims, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, fp32):
+    def vmap(info, in_dims, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, fp32, offset):
         x_dim, r_dim, w_dim, b_dim = in_dims[:4]
         size = info.batch_size
         if w_dim is None and b_dim is None:  # the vmapped dim is one more batch dim of the rows
             x = _batched_front(x, x_dim, size)
             residual = None if residual is None else _batched_front(residual, r_dim, size)
             y, r_out, mean, rstd = _TransformableNorm.apply(x, residual, weight, bias, normalized_ndim, eps, is_rms,
-                                                           store_residual, fp32)
+                                                            store_residual, fp32, offset)
             per_row = lambda t: t.reshape(size, -1) if t.numel() else t  # noqa: E731
             return ((y, r_out, per_row(mean), per_row(rstd)),
                     (0, 0 if store_residual else None, 0 if mean.numel() else None, 0))
@@ -89,7 +90,8 @@ class _TransformableNorm(torch.autograd.Function):
         for i in range(size):  # a weight or bias per slice: each slice on its own
             pick = lambda t, d: t if t is None or d is None else t.select(d, i)  # noqa: E731
             outs.append(_TransformableNorm.apply(pick(x, x_dim), pick(residual, r_dim), pick(weight, w_dim),
-                                                pick(bias, b_dim), normalized_ndim, eps, is_rms, store_residual, fp32))
+                                                pick(bias, b_dim), normalized_ndim, eps, is_rms, store_residual, fp32,
+                                                offset))
         stacked = tuple(torch.stack(parts) if parts[0].numel() else parts[0] for parts in zip(*outs))
         return stacked, tuple(0 if t.numel() else None for t in stacked)
 
@@ -112,8 +114,9 @@ class _nothing:
         return False
 
 
-def norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32):
+def norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32,
+         weight_offset=0.0):
     """ops._norm under a torch.func transform: y, or (y, r')."""
     y, r_out, _, _ = _TransformableNorm.apply(x, residual, weight, bias, len(normalized_shape), float(eps), is_rms,
-                                             store_residual, residual_in_fp32)
+                                              store_residual, residual_in_fp32, float(weight_offset))
     return (y, r_out) if store_residual else y

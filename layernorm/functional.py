@@ -48,6 +48,7 @@ from .validation import (
     check_impl,
     check_input,
     check_parameter,
+    check_weight_offset,
     normalized_shape_tuple,
 )
 
@@ -208,6 +209,7 @@ def rms_norm(
     eps: Optional[float] = None,
     *,
     impl: Optional[str] = None,
+    weight_offset: float = 0.0,
 ) -> Tensor:
     r"""RMS normalization over the trailing ``normalized_shape`` of ``input``.
 
@@ -216,19 +218,33 @@ def rms_norm(
     ``eps=None`` means PyTorch's default, the machine epsilon of the dtype the
     statistics are computed in: float32's for float16, bfloat16 and float32
     input, float64's for float64. ``impl`` is as for :func:`layer_norm`.
+
+    ``weight_offset`` (keyword only, not in PyTorch's signature): the gain is
+    :math:`\text{weight\_offset} + \gamma`, added in float32 (or float64)
+    inside the op, as Gemma's norms scale by ``1 + weight`` with the weight
+    stored around zero; the gradient reaches ``weight`` unchanged.
     """
     shape = normalized_shape_tuple(normalized_shape)
     check_input(input, shape)
     check_parameter("weight", weight, shape, input)
     impl = check_impl(impl)
+    weight_offset = check_weight_offset(weight_offset)
     input, weight = _autocast_float32(input, weight)
     eps = default_rms_norm_eps(input.dtype) if eps is None else check_eps(eps)
     chosen = resolve_impl(input, impl)
     if chosen == "triton":
-        return _kernels_ops().triton_rms_norm(input, shape, weight, eps)
+        return _kernels_ops().triton_rms_norm(input, shape, weight, eps, weight_offset)
     if chosen == "reference":
-        return reference.rms_norm(input, shape, weight, eps)
-    return F.rms_norm(input, shape, weight, eps)
+        return reference.rms_norm(input, shape, weight, eps, weight_offset)
+    return _torch_rms_norm(input, shape, weight, eps, weight_offset)
+
+
+def _torch_rms_norm(x: Tensor, shape, weight: Optional[Tensor], eps: float, weight_offset: float) -> Tensor:
+    """``F.rms_norm``; with an offset gain, run in the promoted dtype (at least float32) and cast back."""
+    if not weight_offset or weight is None:
+        return F.rms_norm(x, shape, weight, eps)
+    dtype = torch.promote_types(torch.promote_types(x.dtype, torch.float32), weight.dtype)
+    return F.rms_norm(x.to(dtype), shape, weight.to(dtype) + weight_offset, eps).to(x.dtype)
 
 
 def _residual_sum(x: Tensor, residual: Optional[Tensor], residual_in_fp32: bool) -> Tensor:
@@ -302,17 +318,24 @@ def add_rms_norm(
     *,
     residual_in_fp32: bool = False,
     impl: Optional[str] = None,
+    weight_offset: float = 0.0,
 ) -> Tuple[Tensor, Tensor]:
-    r"""``(rms_norm(input + residual), input + residual)``; see :func:`add_layer_norm`."""
+    r"""``(rms_norm(input + residual), input + residual)``; see :func:`add_layer_norm`
+    (``weight_offset`` as for :func:`rms_norm`)."""
     shape = normalized_shape_tuple(normalized_shape)
     check_input(input, shape)
     _check_residual(input, residual)
     check_parameter("weight", weight, shape, input)
     eps = default_rms_norm_eps(input.dtype) if eps is None else check_eps(eps)
     impl = check_impl(impl)
+    weight_offset = check_weight_offset(weight_offset)
     chosen = resolve_impl(input, impl)
     if chosen == "triton":
-        return _kernels_ops().triton_add_rms_norm(input, residual, shape, weight, eps, residual_in_fp32)
+        return _kernels_ops().triton_add_rms_norm(input, residual, shape, weight, eps, residual_in_fp32,
+                                                  weight_offset)
     new_residual = _residual_sum(input, residual, residual_in_fp32)
-    norm = reference.rms_norm if chosen == "reference" else F.rms_norm
-    return norm(new_residual, shape, weight, eps).to(input.dtype), new_residual
+    if chosen == "reference":
+        y = reference.rms_norm(new_residual, shape, weight, eps, weight_offset)
+    else:
+        y = _torch_rms_norm(new_residual, shape, weight, eps, weight_offset)
+    return y.to(input.dtype), new_residual

@@ -121,6 +121,7 @@ def _forward(
     is_rms: bool,
     store_residual: bool,
     residual_in_fp32: bool,
+    weight_offset: float = 0.0,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
     """(y, r' or None, mean or None, rstd); the row statistics are float32 of shape (M,)."""
     m = _num_rows(x, normalized_ndim)
@@ -134,7 +135,7 @@ def _forward(
             None if residual is None else _rows(residual, m, n),
             _param(weight, n),
             _param(bias, n),
-            eps, is_rms, r_dtype,
+            eps, is_rms, r_dtype, weight_offset,
         )
     if y.shape != x.shape:
         y = y.view(x.shape)
@@ -154,6 +155,7 @@ def _backward(
     is_rms: bool,
     need_dweight: bool = True,
     need_dbias: bool = True,
+    weight_offset: float = 0.0,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     m = _num_rows(x, normalized_ndim)
     n = x.numel() // m if m else math.prod(x.shape[x.dim() - normalized_ndim:])
@@ -168,6 +170,7 @@ def _backward(
             None if bias is None or not need_dbias else bias.dtype,
             is_rms,
             need_dweight,
+            weight_offset,
         )
     if dx.shape != x.shape:
         dx = dx.view(x.shape)
@@ -193,15 +196,17 @@ def norm_fwd(
     is_rms: bool,
     store_residual: bool,
     residual_in_fp32: bool,
+    weight_offset: float,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y, r' or empty, mean or empty, rstd) of ``norm(x [+ residual])``."""
     y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
-                                    residual_in_fp32)
+                                    residual_in_fp32, weight_offset)
     return y, _placeholder(x) if r_out is None else r_out, _placeholder(x) if mean is None else mean, rstd
 
 
 @norm_fwd.register_fake
-def _norm_fwd_fake(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32):
+def _norm_fwd_fake(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32,
+                   weight_offset):
     m = 1
     for size in x.shape[: x.dim() - normalized_ndim]:
         m = m * size
@@ -227,14 +232,17 @@ def norm_bwd(
     is_rms: bool,
     need_dweight: bool,
     need_dbias: bool,
+    weight_offset: float,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight or empty, dbias or empty); ``bias`` only says whether and in which dtype."""
-    dx, dw, db = _backward(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms, need_dweight, need_dbias)
+    dx, dw, db = _backward(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms, need_dweight, need_dbias,
+                           weight_offset)
     return dx, _placeholder(x) if dw is None else dw, _placeholder(x) if db is None else db
 
 
 @norm_bwd.register_fake
-def _norm_bwd_fake(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms, need_dweight, need_dbias):
+def _norm_bwd_fake(dy, x, dres, mean, rstd, weight, bias, normalized_ndim, is_rms, need_dweight, need_dbias,
+                   weight_offset):
     return (
         x.new_empty(x.shape),
         _placeholder(x) if weight is None or not need_dweight else weight.new_empty(weight.shape),
@@ -249,7 +257,7 @@ def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
 def _input_grads(ctx, dy, dr_out, saved):
     """Gradients of (x, residual, weight, bias) from those of (y, r'); shared by both paths."""
     x_or_r, mean, rstd, weight, bias = saved
-    normalized_ndim, is_rms, store_residual, x_dtype, residual_dtype, compiling, _eps = ctx.spec
+    normalized_ndim, is_rms, store_residual, x_dtype, residual_dtype, compiling, _eps, weight_offset = ctx.spec
     if torch.is_grad_enabled():  # backward(create_graph=True): gradients that can be differentiated again
         return _differentiable_input_grads(ctx, dy, dr_out, saved)
     if dy is None:
@@ -258,11 +266,11 @@ def _input_grads(ctx, dy, dr_out, saved):
     need_dw, need_db = ctx.needs_input_grad[2], ctx.needs_input_grad[3]  # frozen parameters: no sums
     if compiling:
         dx, dw, db = torch.ops.layernorm.norm_bwd(
-            dy, x_or_r, dres, mean, rstd, weight, bias, normalized_ndim, is_rms, need_dw, need_db
+            dy, x_or_r, dres, mean, rstd, weight, bias, normalized_ndim, is_rms, need_dw, need_db, weight_offset
         )
     else:
         dx, dw, db = _backward(dy, x_or_r, dres, mean, rstd, weight, bias, normalized_ndim, is_rms,
-                               need_dw, need_db)
+                               need_dw, need_db, weight_offset)
     grad_residual = None if residual_dtype is None else _cast(dx, residual_dtype)
     return (_cast(dx, x_dtype), grad_residual, dw if weight is not None and need_dw else None,
             db if bias is not None and need_db else None)
@@ -282,10 +290,12 @@ def _differentiable_input_grads(ctx, dy, dr_out, saved):
     from . import reference
 
     x_or_r, _, _, weight, bias = saved
-    normalized_ndim, is_rms, store_residual, x_dtype, residual_dtype, _, eps = ctx.spec
+    normalized_ndim, is_rms, store_residual, x_dtype, residual_dtype, _, eps, weight_offset = ctx.spec
     shape = tuple(x_or_r.shape[x_or_r.dim() - normalized_ndim:])
     if dy is None:
         dy = torch.zeros_like(x_or_r, dtype=x_dtype)
+    if weight is not None and weight_offset:  # the gain the forward used, as a function of the weight
+        weight = weight.float() + weight_offset
     if is_rms:
         _, rstd = reference.rms_norm_forward(x_or_r, shape, None, eps)
         dx, dw = reference.rms_norm_backward(dy, x_or_r, weight, rstd)
@@ -301,22 +311,24 @@ def _differentiable_input_grads(ctx, dy, dr_out, saved):
             db if ctx.needs_input_grad[3] else None)
 
 
-def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, compiling, eps):
+def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, compiling, eps,
+          weight_offset=0.0):
     """What the backward needs: the tensors, and the call's constants in one tuple (one attribute
-    to set and to read back instead of seven)."""
+    to set and to read back instead of eight)."""
     ctx.save_for_backward(r_out if store_residual else x, mean, rstd, weight, bias)
     ctx.spec = (normalized_ndim, is_rms, store_residual, x.dtype, None if residual is None else residual.dtype,
-                compiling, eps)
+                compiling, eps, weight_offset)
 
 
 def _setup_context(ctx, inputs, output):
-    x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, _fp32 = inputs
+    x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, _fp32, weight_offset = inputs
     _, r_out, mean, rstd = output
-    _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, True, eps)
+    _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, True, eps,
+          weight_offset)
 
 
 def _norm_fwd_backward(ctx, dy, dr_out, _dmean, _drstd):
-    return (*_input_grads(ctx, dy, dr_out, ctx.saved_tensors), None, None, None, None, None)
+    return (*_input_grads(ctx, dy, dr_out, ctx.saved_tensors), None, None, None, None, None, None)
 
 
 norm_fwd.register_autograd(_norm_fwd_backward, setup_context=_setup_context)
@@ -329,33 +341,39 @@ norm_fwd.register_autograd(_norm_fwd_backward, setup_context=_setup_context)
 
 class _EagerNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32):
+    def forward(ctx, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32,
+                weight_offset):
         y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
-                                        residual_in_fp32)
-        _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, False, eps)
+                                        residual_in_fp32, weight_offset)
+        _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, False, eps,
+              weight_offset)
         return (y, r_out) if store_residual else y
 
     @staticmethod
     def backward(ctx, *grads):
         dr_out = grads[1] if ctx.spec[2] else None
-        return (*_input_grads(ctx, grads[0], dr_out, ctx.saved_tensors), None, None, None, None, None)
+        return (*_input_grads(ctx, grads[0], dr_out, ctx.saved_tensors), None, None, None, None, None, None)
 
 
 def _wants_grad(*tensors: Optional[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32):
-    """y, or (y, r') when ``store_residual``."""
+def _norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32,
+          weight_offset=0.0):
+    """y, or (y, r') when ``store_residual``; the gain is ``weight_offset + weight``."""
     if type(x) is not Tensor and dtensor.is_dtensor(x):  # tensor / sequence parallel: each rank its rows
         return dtensor.norm_on_local_rows(
-            lambda x, r, w, b: _norm(x, r, normalized_shape, w, b, eps, is_rms, store_residual, residual_in_fp32),
+            lambda x, r, w, b: _norm(x, r, normalized_shape, w, b, eps, is_rms, store_residual, residual_in_fp32,
+                                     weight_offset),
             x, residual, len(normalized_shape), weight, bias, store_residual)
     if torch._C._are_functorch_transforms_active():  # vmap, grad, jvp: the autograd function they need
         from . import func
 
-        return func.norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32)
-    args = (x, residual, weight, bias, len(normalized_shape), float(eps), is_rms, store_residual, residual_in_fp32)
+        return func.norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32,
+                         weight_offset)
+    args = (x, residual, weight, bias, len(normalized_shape), float(eps), is_rms, store_residual, residual_in_fp32,
+            float(weight_offset))
     if torch.compiler.is_compiling():
         y, r_out, _, _ = norm_fwd(*args)
     elif _wants_grad(x, residual, weight, bias):
@@ -376,9 +394,10 @@ def triton_layer_norm(
     return _norm(x, None, normalized_shape, weight, bias, eps, False, False, False)
 
 
-def triton_rms_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], eps: float) -> Tensor:
-    """RMSNorm of ``x`` over ``normalized_shape`` on the Triton kernels."""
-    return _norm(x, None, normalized_shape, weight, None, eps, True, False, False)
+def triton_rms_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], eps: float,
+                    weight_offset: float = 0.0) -> Tensor:
+    """RMSNorm of ``x`` over ``normalized_shape`` on the Triton kernels (gain ``weight_offset + weight``)."""
+    return _norm(x, None, normalized_shape, weight, None, eps, True, False, False, weight_offset)
 
 
 def triton_add_layer_norm(
@@ -401,6 +420,7 @@ def triton_add_rms_norm(
     weight: Optional[Tensor],
     eps: float,
     residual_in_fp32: bool = False,
+    weight_offset: float = 0.0,
 ) -> Tuple[Tensor, Tensor]:
     """(RMSNorm(x + residual), x + residual) in one pass; r' in float32 when ``residual_in_fp32``."""
-    return _norm(x, residual, normalized_shape, weight, None, eps, True, True, residual_in_fp32)
+    return _norm(x, residual, normalized_shape, weight, None, eps, True, True, residual_in_fp32, weight_offset)

@@ -382,8 +382,11 @@ def rms_norm(
     normalized_shape: ShapeLike,
     weight: Optional[Tensor] = None,
     eps: float = 1e-6,
+    weight_offset: float = 0.0,
 ) -> Tensor:
     """RMSNorm whose gradient is the explicit backward above."""
+    if weight_offset and weight is not None:  # gain = offset + weight (Gemma: 1 + weight), in float32 or wider
+        weight = weight.to(_compute_dtype(weight.dtype)) + weight_offset
     if torch._C._are_functorch_transforms_active():  # vmap, grad, jvp: they differentiate the forward
         return rms_norm_forward(x, normalized_shape, weight, eps)[0]
     return _RMSNormFunction.apply(x, normalized_shape, weight, eps)

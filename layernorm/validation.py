@@ -81,6 +81,16 @@ def check_eps(eps) -> float:
     return eps
 
 
+def check_weight_offset(offset) -> float:
+    """weight_offset must be a finite real number (the gain is offset + weight)."""
+    if isinstance(offset, bool) or not isinstance(offset, numbers.Real):
+        raise LayerNormTypeError(f"weight_offset must be a real number, got {type(offset).__name__}")
+    offset = float(offset)
+    if offset != offset or offset in (float("inf"), float("-inf")):
+        raise LayerNormValueError(f"weight_offset must be finite, got {offset}")
+    return offset
+
+
 def check_input(x, shape: Tuple[int, ...]) -> None:
     """x must be a floating tensor whose trailing dims equal ``shape``."""
     if not isinstance(x, Tensor):

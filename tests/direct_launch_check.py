@@ -210,6 +210,11 @@ def check_norm_launches() -> None:
             with table.forced(**BACKWARD_PATHS[path]):
                 launch.norm_backward(dy, x, r if has_dres else None, None if is_rms else mean, rstd,
                                      w if has_w else None, dtype if has_b else None, is_rms, need_dw)
+        for path in BACKWARD_PATHS:  # the offset gain (1 + weight), a float constexpr
+            with table.forced(**PATHS.get(path, PATHS["chunked"])):
+                launch.norm_forward(x, None, w, None, 1e-6, True, None, 1.0)
+            with table.forced(**BACKWARD_PATHS[path]):
+                launch.norm_backward(dy, x, None, None, rstd, w, None, True, True, 1.0)
 
 
 def check_specialization_edges() -> None:

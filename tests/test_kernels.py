@@ -775,3 +775,39 @@ def test_torch_func_transforms_match_torch(kind):
     _close(jvp(ours_fn, (x, r, w, b), tangents), jvp(torch_fn, (x, r, w, b), tangents))
     _close(vmap(grad(lambda x: loss(ours_fn)(x, r[0], w, b)))(x),
            vmap(grad(lambda x: loss(torch_fn)(x, r[0], w, b)))(x), 1e-4)
+
+
+# --- the offset gain (Gemma's 1 + weight) -------------------------------------------------------
+
+OFFSET_PATHS = {
+    "register": {},
+    "chunked": dict(max_single_block_n=16, chunk=16, programs=2),
+    "lean": dict(launch=table.Launch(1, 64, 4, True, 1, lean=True), programs=2),
+    "split": dict(launch=table.Launch(2, 16, 4, False, 1, split=True), programs=4),
+}
+
+
+@pytest.mark.parametrize("path", list(OFFSET_PATHS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("add", [False, True], ids=["rms", "add_rms"])
+def test_weight_offset_scales_by_offset_plus_weight(path, dtype, add):
+    n = 40
+    x, r = activations(5, n, dtype=dtype), randn(5, n, dtype=dtype, seed=3)
+    w = (0.1 * randn(n, seed=4)).to(dtype)  # stored around zero, as Gemma keeps it
+    dy = randn(5, n, dtype=dtype, seed=7)
+    xs, rs, ws = leaves(x, r, w)
+    with table.forced(**OFFSET_PATHS[path]):
+        if add:
+            y, s = ops.triton_add_rms_norm(xs, rs, (n,), ws, 1e-6, False, 1.0)
+        else:
+            y = ops.triton_rms_norm(xs, (n,), ws, 1e-6, 1.0)
+        y.backward(dy)
+    x64, r64, w64 = leaves(*(t.double() for t in (x, r, w)))
+    ref = F.rms_norm(x64 + r64 if add else x64, (n,), 1.0 + w64, 1e-6)
+    ref.backward(dy.double())
+    bound = 4 * ATOL[dtype] if dtype != torch.float32 else 1e-5
+    assert error(y, ref) < bound
+    assert error(xs.grad, x64.grad) < bound
+    assert error(ws.grad, w64.grad) < 8 * bound  # a sum over rows
+    if add:
+        assert error(rs.grad, r64.grad) < bound

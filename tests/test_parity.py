@@ -371,3 +371,34 @@ def test_reference_under_torch_func_matches_torch(op):
     torch.testing.assert_close(jvp(lambda x: ours(x, w), (x,), (tx,)), jvp(lambda x: torchs(x, w), (x,), (tx,)))
     torch.testing.assert_close(grad(lambda x, w: ours(x, w).pow(2).sum(), argnums=(0, 1))(x, w),
                                grad(lambda x, w: torchs(x, w).pow(2).sum(), argnums=(0, 1))(x, w))
+
+
+# --- the offset gain (Gemma's 1 + weight) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", ["torch", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_rms_norm_weight_offset_is_one_plus_weight(impl, dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 16, generator=g, dtype=torch.float64)
+    w = 0.1 * torch.randn(16, generator=g, dtype=torch.float64)
+    r = torch.randn(4, 3, 16, generator=g, dtype=torch.float64)
+    xs, ws = x.to(dtype).requires_grad_(), w.to(dtype).requires_grad_()
+    y = layernorm.rms_norm(xs, 16, ws, 1e-6, impl=impl, weight_offset=1.0)
+    y.backward(torch.ones_like(y))
+    x64, w64 = x.to(dtype).double().requires_grad_(), w.to(dtype).double().requires_grad_()
+    expected = F.rms_norm(x64, (16,), 1.0 + w64, 1e-6)
+    expected.backward(torch.ones_like(expected))
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.double(), expected.detach(), atol=tol, rtol=tol)
+    torch.testing.assert_close(ws.grad.double(), w64.grad, atol=8 * tol, rtol=tol)
+    y2, s = layernorm.add_rms_norm(x.to(dtype), r.to(dtype), 16, w.to(dtype), 1e-6, impl=impl, weight_offset=1.0)
+    torch.testing.assert_close(y2.double(), F.rms_norm(s.double(), (16,), 1.0 + w.to(dtype).double(), 1e-6),
+                               atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("offset,error", [("1", TypeError), (True, TypeError), (float("nan"), ValueError)])
+def test_weight_offset_is_checked(offset, error):
+    with pytest.raises(error, match="weight_offset"):
+        layernorm.rms_norm(torch.randn(2, 4), 4, torch.randn(4), weight_offset=offset)

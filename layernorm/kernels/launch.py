@@ -52,8 +52,10 @@ def norm_forward(
     eps: float,
     is_rms: bool,
     residual_out_dtype: Optional[torch.dtype],
+    weight_offset: float = 0.0,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
-    """y, r' (when ``residual_out_dtype``), mean (LayerNorm), rstd of the rows of ``x [+ residual]``."""
+    """y, r' (when ``residual_out_dtype``), mean (LayerNorm), rstd of the rows of ``x [+ residual]``;
+    the gain is ``weight_offset + weight``."""
     m, n = x.shape
     y = _alloc((m, n), x.dtype, x.device)
     r_out = None if residual_out_dtype is None else _alloc((m, n), residual_out_dtype, x.device)
@@ -79,7 +81,7 @@ def norm_forward(
         BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, SINGLE_CHUNK=launch.single_chunk,
         PERSISTENT=persistent,
         IS_RMS=is_rms, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        HAS_RESIDUAL=residual is not None, STORE_RESIDUAL=r_out is not None,
+        HAS_RESIDUAL=residual is not None, STORE_RESIDUAL=r_out is not None, WEIGHT_OFFSET=weight_offset,
         num_warps=launch.num_warps,
     )
     return y, r_out, mean, rstd
@@ -107,6 +109,7 @@ def norm_backward(
     bias_dtype: Optional[torch.dtype],
     is_rms: bool,
     need_dweight: bool = True,
+    weight_offset: float = 0.0,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """dx (in ``x``'s dtype), dweight (when ``weight`` and ``need_dweight``), dbias (when
     ``bias_dtype``) for the rows of ``x``.
@@ -126,7 +129,7 @@ def norm_backward(
     launch = table.backward_launch(n, x.element_size())
     if launch.split and not launch.single_chunk:
         programs, dw_partial, db_partial = _split_backward(
-            dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has_bias, launch)
+            dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has_bias, launch, weight_offset)
     else:
         num_blocks = triton_cdiv(m, launch.block_m)
         programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x))
@@ -141,7 +144,7 @@ def norm_backward(
             m, n, programs,
             BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, SINGLE_CHUNK=launch.single_chunk,
             IS_RMS=is_rms, HAS_WEIGHT=weight is not None, NEED_DW=has_weight, NEED_DB=has_bias,
-            HAS_DRES=dres is not None, LEAN=launch.lean and launch.single_chunk,
+            HAS_DRES=dres is not None, LEAN=launch.lean and launch.single_chunk, WEIGHT_OFFSET=weight_offset,
             num_warps=launch.num_warps,
         )
     if has_weight or has_bias:
@@ -161,7 +164,7 @@ _ROW_SUMS_BLOCK_N = 4096
 _ROW_SUMS_NUM_WARPS = 8
 
 
-def _split_backward(dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has_bias, launch):
+def _split_backward(dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has_bias, launch, weight_offset):
     """The wide-row backward in column tiles (see norm_bwd_tiles_kernel); returns
     (number of partial rows, dweight partials, dbias partials) for the final sum."""
     m, n = x.shape
@@ -172,7 +175,7 @@ def _split_backward(dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has
         dy, x, x if weight is None else weight, rstd if mean is None else mean, rstd, c1, c2,
         dy.stride(0), x.stride(0), m, n,
         BLOCK_M=1, BLOCK_N=min(_ROW_SUMS_BLOCK_N, table.next_power_of_2(n)), IS_RMS=is_rms,
-        HAS_WEIGHT=weight is not None, num_warps=_ROW_SUMS_NUM_WARPS,
+        HAS_WEIGHT=weight is not None, WEIGHT_OFFSET=weight_offset, num_warps=_ROW_SUMS_NUM_WARPS,
     )
     tiles = triton_cdiv(n, launch.block_n)
     # row bands: enough (tile, band) programs for programs_per_sm per SM, each band at least one step
@@ -189,7 +192,7 @@ def _split_backward(dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has
         dy.stride(0), x.stride(0), 0 if dres is None else dres.stride(0), dx.stride(0), m, n, rows_per_band,
         BLOCK_M=launch.block_m, BLOCK_N=launch.block_n,
         IS_RMS=is_rms, HAS_WEIGHT=weight is not None, NEED_DW=has_weight, NEED_DB=has_bias,
-        HAS_DRES=dres is not None, num_warps=launch.num_warps,
+        HAS_DRES=dres is not None, WEIGHT_OFFSET=weight_offset, num_warps=launch.num_warps,
     )
     return bands, dw_partial, db_partial
 

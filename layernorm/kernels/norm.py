@@ -44,6 +44,16 @@ def _row_offsets(block, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
+def _load_weight(W, c, mask, WEIGHT_OFFSET: tl.constexpr):
+    """The gain in float32: weight, or WEIGHT_OFFSET + weight (Gemma's norms scale by 1 + weight;
+    the offset is added here, in float32, so the stored weight stays as the model keeps it)."""
+    w = tl.load(W + c, mask=mask, other=0.0).to(tl.float32)
+    if WEIGHT_OFFSET != 0.0:
+        w += WEIGHT_OFFSET
+    return w
+
+
+@triton.jit
 def _rstd(var, eps):
     """1 / sqrt(var + eps); NaN, as PyTorch gives, where the variance overflowed float32 (rows of
     values near 1e19 or more), rather than the 0 that would silently zero the row."""
@@ -54,7 +64,7 @@ def _rstd(var, eps):
 @triton.jit
 def _fwd_rows(x, rows, row_mask, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, stride_r_out, N, eps,
               IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-              STORE_RESIDUAL: tl.constexpr):
+              STORE_RESIDUAL: tl.constexpr, WEIGHT_OFFSET: tl.constexpr):
     """Normalise whole rows held in registers (x: float32, [rows, BLOCK_N]) and store y, r', stats."""
     mask = row_mask[:, None] & (cols < N)[None, :]
     if STORE_RESIDUAL:
@@ -74,7 +84,7 @@ def _fwd_rows(x, rows, row_mask, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, str
     tl.store(RSTD + rows, rstd, mask=row_mask)
     y = xc * rstd[:, None]
     if HAS_WEIGHT:
-        y *= tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+        y *= _load_weight(W, cols, cols < N, WEIGHT_OFFSET)[None, :]
     if HAS_BIAS:
         y += tl.load(B + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
     tl.store(Y + rows[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
@@ -101,7 +111,7 @@ def norm_fwd_kernel(
     M, N, eps, num_programs,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_CHUNK: tl.constexpr, PERSISTENT: tl.constexpr,
     IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr, STORE_RESIDUAL: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, STORE_RESIDUAL: tl.constexpr, WEIGHT_OFFSET: tl.constexpr = 0.0,
 ):
     """y = norm(x [+ r]) for BLOCK_M rows (or, ``PERSISTENT``, for the row blocks pid, pid + G, ...);
     saves mean (LayerNorm) and rstd per row."""
@@ -124,14 +134,14 @@ def norm_fwd_kernel(
                 x_next, r_next = _fwd_block_loads(X, R, block + num_programs, stride_x, stride_r, M, N, cols,
                                                   BLOCK_M, HAS_RESIDUAL)
                 _fwd_rows(x, rows, rows < M, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, stride_r_out, N, eps,
-                          IS_RMS, HAS_WEIGHT, HAS_BIAS, STORE_RESIDUAL)
+                          IS_RMS, HAS_WEIGHT, HAS_BIAS, STORE_RESIDUAL, WEIGHT_OFFSET)
         else:
             x, r = _fwd_block_loads(X, R, tl.program_id(0), stride_x, stride_r, M, N, cols, BLOCK_M, HAS_RESIDUAL)
             x = x.to(tl.float32)
             if HAS_RESIDUAL:
                 x += r.to(tl.float32)
             _fwd_rows(x, rows, row_mask, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, stride_r_out, N, eps,
-                      IS_RMS, HAS_WEIGHT, HAS_BIAS, STORE_RESIDUAL)
+                      IS_RMS, HAS_WEIGHT, HAS_BIAS, STORE_RESIDUAL, WEIGHT_OFFSET)
     else:
         # Pass 1: statistics, merging chunk (count, mean, M2) into the running ones (Chan et al.).
         # Both passes load the next chunk before working on this one (double buffering).
@@ -193,7 +203,7 @@ def norm_fwd_kernel(
             else:
                 y = (x - mean[:, None]) * rstd[:, None]
             if HAS_WEIGHT:
-                y *= tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+                y *= _load_weight(W, c, col_mask, WEIGHT_OFFSET)[None, :]
             if HAS_BIAS:
                 y += tl.load(B + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
             tl.store(Y + rows[:, None] * stride_y + c[None, :], y.to(Y.dtype.element_ty), mask=mask)
@@ -223,12 +233,13 @@ def _row_stats(MEAN, RSTD, rows, row_mask, BLOCK_M: tl.constexpr, IS_RMS: tl.con
 
 
 @triton.jit
-def _chunk_row_sums(x, dy, mean, rstd, mask, W, c, col_mask, HAS_WEIGHT: tl.constexpr):
+def _chunk_row_sums(x, dy, mean, rstd, mask, W, c, col_mask, HAS_WEIGHT: tl.constexpr,
+                    WEIGHT_OFFSET: tl.constexpr):
     """This chunk's share of the two row sums dx needs: sum(g * x_hat) and sum(g), g = weight * dy
     (x and dy in float32; columns outside the row masked to zero)."""
     x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
     if HAS_WEIGHT:
-        g = dy * tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        g = dy * _load_weight(W, c, col_mask, WEIGHT_OFFSET)[None, :]
     else:
         g = dy
     return tl.sum(g * x_hat, axis=1), tl.sum(g, axis=1)
@@ -277,7 +288,7 @@ def norm_bwd_kernel(
     M, N, num_programs,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_CHUNK: tl.constexpr,
     IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, NEED_DW: tl.constexpr, NEED_DB: tl.constexpr,
-    HAS_DRES: tl.constexpr, LEAN: tl.constexpr,
+    HAS_DRES: tl.constexpr, LEAN: tl.constexpr, WEIGHT_OFFSET: tl.constexpr = 0.0,
 ):
     """dx for the row blocks pid, pid + G, ...; one partial row of dweight / dbias per program.
 
@@ -299,7 +310,7 @@ def norm_bwd_kernel(
     if SINGLE_CHUNK:
         col_mask = cols < N
         if HAS_WEIGHT and not LEAN:
-            w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+            w = _load_weight(W, cols, col_mask, WEIGHT_OFFSET)
         dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
         db_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
         # Double buffering: the next block's loads are issued before this block's reductions,
@@ -319,7 +330,7 @@ def norm_bwd_kernel(
                 x = x.to(tl.float32)
                 dy = dy.to(tl.float32)
                 if HAS_WEIGHT:
-                    w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+                    w = _load_weight(W, cols, col_mask, WEIGHT_OFFSET)
             else:
                 x = x_next.to(tl.float32)
                 dy = dy_next.to(tl.float32)
@@ -366,7 +377,8 @@ def norm_bwd_kernel(
                 x = x_next.to(tl.float32)
                 dy = dy_next.to(tl.float32)
                 x_next, dy_next = _chunk_loads(X, DY, rows, row_mask, c + BLOCK_N, stride_x, stride_dy, N)
-                chunk_gx, chunk_g = _chunk_row_sums(x, dy, mean, rstd, mask, W, c, col_mask, HAS_WEIGHT)
+                chunk_gx, chunk_g = _chunk_row_sums(x, dy, mean, rstd, mask, W, c, col_mask, HAS_WEIGHT,
+                                                    WEIGHT_OFFSET)
                 sum_gx += chunk_gx
                 sum_g += chunk_g
             c1 = sum_gx / N
@@ -386,7 +398,7 @@ def norm_bwd_kernel(
                 x_next, dy_next = _chunk_loads(X, DY, rows, row_mask, c - BLOCK_N, stride_x, stride_dy, N)
                 x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
                 if HAS_WEIGHT:
-                    g = dy * tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+                    g = dy * _load_weight(W, c, col_mask, WEIGHT_OFFSET)[None, :]
                 else:
                     g = dy
                 _store_dx(g, x_hat, c1, c2, rstd, rows, c, mask, DRES, DX, stride_dres, stride_dx, IS_RMS, HAS_DRES)
@@ -403,6 +415,7 @@ def norm_bwd_kernel(
 def norm_bwd_row_sums_kernel(
     DY, X, W, MEAN, RSTD, C1, C2, stride_dy, stride_x, M, N,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+    WEIGHT_OFFSET: tl.constexpr = 0.0,
 ):
     """The split backward's first kernel: per row, c1 = mean(g * x_hat) and c2 = mean(g).
 
@@ -421,7 +434,7 @@ def norm_bwd_row_sums_kernel(
         x, dy = _chunk_loads(X, DY, rows, row_mask, c, stride_x, stride_dy, N)
         mask = row_mask[:, None] & col_mask[None, :]
         chunk_gx, chunk_g = _chunk_row_sums(x.to(tl.float32), dy.to(tl.float32), mean, rstd, mask, W, c, col_mask,
-                                            HAS_WEIGHT)
+                                            HAS_WEIGHT, WEIGHT_OFFSET)
         sum_gx += chunk_gx
         sum_g += chunk_g
     tl.store(C1 + rows, sum_gx / N, mask=row_mask)
@@ -434,7 +447,7 @@ def norm_bwd_tiles_kernel(
     stride_dy, stride_x, stride_dres, stride_dx, M, N, rows_per_band,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, NEED_DW: tl.constexpr, NEED_DB: tl.constexpr,
-    HAS_DRES: tl.constexpr,
+    HAS_DRES: tl.constexpr, WEIGHT_OFFSET: tl.constexpr = 0.0,
 ):
     """The split backward's second kernel: program (column tile, row band) writes dx of its
     tile for every row of the band, and the band's partial dweight / dbias of its columns.
@@ -451,7 +464,7 @@ def norm_bwd_tiles_kernel(
     band_start = band * rows_per_band
     band_end = tl.minimum(band_start + rows_per_band, M)
     if HAS_WEIGHT:
-        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+        w = _load_weight(W, cols, col_mask, WEIGHT_OFFSET)
     dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     db_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     for first in range(band_start, band_end, BLOCK_M):
