@@ -254,8 +254,12 @@ def compiled_resources(kernel, arg_names, consts, dt, wdt, num_warps):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    # constexprs not given take their defaults (ASTSource wants every parameter)
+    defaults = kernel.signature.parameters
+    consts = {**{p.name: defaults[p.name].default for p in kernel.params
+                 if p.is_constexpr and defaults[p.name].default is not defaults[p.name].empty}, **consts}
     sig = {name: _arg_type(name, dt, wdt) for name in arg_names}
-    sig.update({name: "constexpr" for name in consts})
+    sig.update({p.name: "constexpr" for p in kernel.params if p.name in consts})
     compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=consts),
                               target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
     with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:

@@ -451,8 +451,8 @@ def test_operators_pass_opcheck():
     residual = activations(3, 2, 20, dtype=torch.float32, seed=9)
     w, b = params(20, torch.float32)
     x, residual, w, b = leaves(x, residual, w, b)
-    torch.library.opcheck(ops.norm_fwd, (x, None, w, b, 1, 1e-5, False, False, False))
-    torch.library.opcheck(ops.norm_fwd, (x, residual, w, None, 1, 1e-6, True, True, True))
+    torch.library.opcheck(ops.norm_fwd, (x, None, w, b, 1, 1e-5, False, False, False, 0.0))
+    torch.library.opcheck(ops.norm_fwd, (x, residual, w, None, 1, 1e-6, True, True, True, 1.0))
 
 
 def test_torch_compile_fullgraph_matches_eager():
