@@ -31,6 +31,14 @@ call of ours: it rounds once where ``cast_then_weight`` rounds twice, and the
 results agree to that rounding. Mixed dtypes (float32 weights on bfloat16
 input) follow the original's order step by step, so the output has the
 original's dtype.
+
+Gemma's RMS norms (Gemma, Gemma 2, Gemma 3 and others like them) store a
+weight centred on zero and multiply by ``1 + weight``
+(``weight_offset=1.0`` in the spec). The stored parameter stays the
+module's ``weight``, untouched; the offset goes to
+:func:`layernorm.rms_norm` as its ``weight_offset``, which adds it in
+float32 inside the op, as Gemma does (``output * (1.0 + self.weight.float())``).
+The gradient of the weight is the same with or without the offset.
 """
 
 from __future__ import annotations
@@ -68,6 +76,9 @@ class NormSpec:
             (``normalized_shape``), or ``None``: the weight's shape, or the
             input's last dim when there is no weight.
         cast_order: one of :data:`CAST_ORDERS` (see the module docs).
+        weight_offset: added to the weight inside the op (``1.0`` for
+            Gemma's ``1 + weight``; ``0.0``: the weight as it is). RMS norms
+            with a weight only.
     """
 
     kind: str
@@ -76,10 +87,17 @@ class NormSpec:
     bias: bool
     shape_attribute: Optional[str]
     cast_order: str
+    weight_offset: float = 0.0
+
+    def __post_init__(self):
+        if self.weight_offset and (self.kind != "rms" or not self.weight):
+            raise ValueError("weight_offset is for RMS norms with a weight only, "
+                             f"got kind={self.kind!r}, weight={self.weight}")
 
     def describe(self) -> str:
-        """A few words for ``repr``: the function that runs and the cast order."""
-        return f"{self.kind}_norm, {self.cast_order}"
+        """A few words for ``repr``: the function that runs, the weight offset if any, and the cast order."""
+        offset = f", weight_offset={self.weight_offset}" if self.weight_offset else ""
+        return f"{self.kind}_norm{offset}, {self.cast_order}"
 
 
 def _cast_dtype(cast_order: str, x_dtype: torch.dtype, param_dtype: torch.dtype) -> torch.dtype:
@@ -91,8 +109,10 @@ def _cast_dtype(cast_order: str, x_dtype: torch.dtype, param_dtype: torch.dtype)
     return torch.promote_types(x_dtype, torch.float32)
 
 
-def _normalize(kind: str, x: Tensor, shape, weight, bias, eps, impl) -> Tensor:
+def _normalize(kind: str, x: Tensor, shape, weight, bias, eps, impl, weight_offset: float = 0.0) -> Tensor:
     if kind == "rms":
+        if weight_offset and weight is not None:
+            return rms_norm(x, shape, weight, eps, impl=impl, weight_offset=weight_offset)
         return rms_norm(x, shape, weight, eps, impl=impl)
     return layer_norm(x, shape, weight, bias, eps, impl=impl)
 
@@ -103,17 +123,18 @@ def normalize_in_order(
 ) -> Tensor:
     """Our norm of ``x``, rounded where ``spec.cast_order`` says (see the module docs)."""
     params = [p for p in (weight, bias) if p is not None]
+    offset = spec.weight_offset
     if not params or spec.cast_order == WEIGHT_THEN_CAST:
         # Our functions' own contract: float32 math, the input's dtype out.
-        return _normalize(spec.kind, x, shape, weight, bias, eps, impl)
+        return _normalize(spec.kind, x, shape, weight, bias, eps, impl, offset)
     cast_to = _cast_dtype(spec.cast_order, x.dtype, params[0].dtype)
     if x.dtype == cast_to and all(p.dtype == cast_to for p in params):
-        return _normalize(spec.kind, x, shape, weight, bias, eps, impl)  # one fused call
+        return _normalize(spec.kind, x, shape, weight, bias, eps, impl, offset)  # one fused call
     # Mixed dtypes: step by step, as the original, so the output dtype is the original's.
     wide = torch.promote_types(x.dtype, cast_to)
     y = _normalize(spec.kind, x.to(wide), shape, None, None, eps, impl).to(cast_to)
     if weight is not None:
-        y = weight * y
+        y = (weight + offset if offset else weight) * y
     if bias is not None:
         y = y + bias
     return y

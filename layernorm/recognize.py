@@ -13,7 +13,10 @@ Recognition goes by what a module has and does, not by its class name:
    would hide a weight that is ignored). In float32 the output must be, to
    float32 rounding, a layer norm or an RMS norm over the trailing dims with
    the module's epsilon (computed by :mod:`layernorm.reference` in float64).
-   A norm that multiplies by ``1 + weight`` (Gemma) is recognised and left.
+   An RMS norm that multiplies by ``1 + weight`` (Gemma) is recognised too:
+   ours runs it with ``weight_offset=1.0``, on the module's own weight. A
+   layer norm that does (Nemotron's ``LayerNorm1P``) is left:
+   :func:`layernorm.layer_norm` takes no weight offset.
 3. The replacement then runs beside the original on more probes: float32,
    bfloat16, the two mixed cases (bfloat16 parameters on float32 input and the
    reverse; they tell the cast orders of :mod:`layernorm.adopted` apart), and
@@ -45,7 +48,8 @@ from .modules import LayerNorm, RMSNorm
 
 __all__ = ["Verdict", "looks_like_norm", "examine", "is_ours", "fsdp_roots", "OFFSET_REASON"]
 
-OFFSET_REASON = "weight offset (1 + weight) not supported yet"
+OFFSET_REASON = "a layer norm with a weight offset (1 + weight): not supported, only RMS norms take one"
+_OFFSET = 1.0  # the weight offset recognised: x_hat * (1 + weight)
 
 # PyTorch's classes -> ours; they need no adopted class (ours subclass them).
 TORCH_NORMS = {torch.nn.LayerNorm: LayerNorm, torch.nn.RMSNorm: RMSNorm}
@@ -239,21 +243,21 @@ def _agree(actual: Tensor, expected: Tensor, precision: torch.dtype) -> Tuple[bo
     return False, f"the two differ by {excess:.3g} times the rounding allowed"
 
 
-def _expected(kind: str, offset: bool, x: Tensor, shape, params: Dict[str, Tensor], eps) -> Tensor:
-    """The hypothesis, in float64 by the reference."""
+def _expected(kind: str, offset: float, x: Tensor, shape, params: Dict[str, Tensor], eps) -> Tensor:
+    """The hypothesis, in float64 by the reference: the gain is ``offset + weight``."""
     x64 = x.double()
     eps = torch.finfo(x.dtype).eps if eps is None else eps
     weight, bias = (params[n].double() if n in params else None for n in _AFFINE)
     if weight is not None and offset:
-        weight = weight + 1.0
+        weight = weight + offset
     if kind == "layer":
         return reference.layer_norm(x64, shape, weight, bias, eps)
     y = reference.rms_norm(x64, shape, weight, eps)
     return y if bias is None else y + bias
 
 
-def _identify(module, device, generator) -> Tuple[Optional[Tuple[str, str]], str]:
-    """``((kind, eps attribute), "")`` from a float32 probe, or ``(None, reason)``."""
+def _identify(module, device, generator) -> Tuple[Optional[Tuple[str, str, float]], str]:
+    """``((kind, eps attribute, weight offset), "")`` from a float32 probe, or ``(None, reason)``."""
     shape, _ = _normalized_shape(module)
     has_bias = module._parameters.get("bias") is not None
     params = _random_params(module, torch.float32, device, generator)
@@ -266,16 +270,16 @@ def _identify(module, device, generator) -> Tuple[Optional[Tuple[str, str]], str
         if not isinstance(y, Tensor) or y.shape != x.shape or y.dtype != torch.float32:
             return None, "unknown forward: its output is not a float32 tensor of the input's shape"
         for kind in ("rms", "layer"):
-            for offset in (False, True):
+            for offset in (0.0, _OFFSET):
                 if offset and "weight" not in params:
                     continue
                 expected = _expected(kind, offset, x, shape, params, eps).float()
                 if _agree(y, expected, torch.float32)[0]:
-                    if offset:
-                        return None, OFFSET_REASON
                     if kind == "rms" and has_bias:
                         return None, "unknown forward: an RMS norm with a bias (not supported)"
-                    return (kind, eps_name), ""
+                    if kind == "layer" and offset:
+                        return None, OFFSET_REASON
+                    return (kind, eps_name, offset), ""
     eps_names = " or ".join(f"{name}={value}" for name, value in epsilon_attributes(module))
     return None, ("unknown forward: it does not compute a layer norm or an RMS norm over the last "
                   f"{len(shape)} dim(s) {list(shape)} with {eps_names}")
@@ -318,12 +322,13 @@ def _verify(replacement: type, module, probes: Sequence[_Probe]) -> Tuple[int, s
     return passed, ""
 
 
-def _replacements(module, kind: str, eps_name: str) -> List[type]:
-    if type(module) in TORCH_NORMS:
+def _replacements(module, kind: str, eps_name: str, offset: float) -> List[type]:
+    if type(module) in TORCH_NORMS and not offset:
         return [TORCH_NORMS[type(module)]]
     _, shape_attribute = _normalized_shape(module)
     has = {n: module._parameters.get(n) is not None for n in _AFFINE}
-    return [adopted_class(type(module), NormSpec(kind, eps_name, has["weight"], has["bias"], shape_attribute, order))
+    return [adopted_class(type(module), NormSpec(kind, eps_name, has["weight"], has["bias"], shape_attribute, order,
+                                                 offset))
             for order in CAST_ORDERS]
 
 
@@ -355,7 +360,7 @@ def examine(module: torch.nn.Module, *, inside_fsdp: bool = False) -> Verdict:
             found, reason = _identify(module, device, generator)
             if found is None:
                 return Verdict(None, reason)
-            kind, eps_name = found
+            kind, eps_name, offset = found
             probes = _probes(module, getattr(module, eps_name), device, generator)
             for probe in probes:
                 try:
@@ -363,7 +368,7 @@ def examine(module: torch.nn.Module, *, inside_fsdp: bool = False) -> Verdict:
                 except Exception:  # noqa: BLE001 - a case the original does not take: nothing to match
                     probe.expected = None
             best = (-1, "")
-            for replacement in _replacements(module, kind, eps_name):
+            for replacement in _replacements(module, kind, eps_name, offset):
                 passed, failure = _verify(replacement, module, probes)
                 if not failure:
                     return Verdict(replacement)

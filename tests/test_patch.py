@@ -1,9 +1,12 @@
 """patch / unpatch: in place, same parameter tensors, logits unchanged on a real model."""
 
+import copy
+
 import pytest
 import torch
 
 import layernorm
+from layernorm.recognize import OFFSET_REASON
 
 
 def tiny_gpt2():
@@ -69,3 +72,61 @@ def test_patch_counts_and_leaves_subclasses_that_compute_otherwise_alone():
 def test_patch_root_module():
     norm = torch.nn.LayerNorm(4)
     assert layernorm.patch(norm) == 1 and type(norm) is layernorm.LayerNorm
+
+
+class ZeroCenteredRMSNorm(torch.nn.Module):
+    """x_hat * (1 + weight), the weight stored centred on 0, rounded before the gain (Llama's order)."""
+
+    def __init__(self, n, offset=1.0):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(n))
+        self.variance_epsilon, self.offset = 1e-5, offset
+
+    def forward(self, hidden):
+        x = hidden.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return (self.offset + self.weight) * x.to(hidden.dtype)
+
+
+class LayerNorm1P(torch.nn.LayerNorm):
+    def forward(self, x):
+        return torch.nn.functional.layer_norm(x, self.normalized_shape, self.weight + 1.0, self.bias, self.eps)
+
+
+def test_patch_runs_offset_rms_norms_and_leaves_offset_layer_norms():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(ZeroCenteredRMSNorm(24), LayerNorm1P(24), ZeroCenteredRMSNorm(24, offset=2.0))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    stored = model[0].weight.detach().clone()
+    original = [type(m) for m in model]
+    with pytest.warns(layernorm.PatchWarning):
+        report = layernorm.patch(model)
+
+    assert report == 1 and report.replaced == {"ZeroCenteredRMSNorm": 1}
+    reasons = {item.name: item.reason for item in report.left}
+    assert reasons["1"] == OFFSET_REASON
+    assert reasons["2"].startswith("unknown forward: it does not compute")  # only 1 + weight is recognised
+    norm = model[0]
+    assert norm.layernorm_spec.weight_offset == 1.0 and norm.layernorm_spec.cast_order == "cast_then_weight"
+    assert "weight_offset=1.0" in repr(norm)
+    assert torch.equal(norm.weight, stored)  # the offset is the op's, never the stored weight's
+
+    x = torch.randn(3, 5, 24) * 2 + 0.5
+    expected64 = x.double() * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-5) * (1 + stored.double())
+    norm.impl = "reference"
+    with torch.no_grad():
+        torch.testing.assert_close(norm(x).double(), expected64, rtol=1e-5, atol=1e-5)
+        for x_dtype, p_dtype in ((torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16)):
+            ours = copy.deepcopy(norm).to(p_dtype)
+            theirs = copy.deepcopy(ours)
+            layernorm.unpatch(theirs)
+            expected, actual = theirs(x.to(x_dtype)), ours(x.to(x_dtype))
+            assert actual.dtype == expected.dtype
+            eps = torch.finfo(torch.bfloat16).eps
+            allowed = 2 * eps * (expected.double().abs() + expected.double().abs().mean())
+            assert ((actual.double() - expected.double()).abs() <= allowed).all(), (x_dtype, p_dtype)
+
+    assert layernorm.unpatch(model) == 1
+    assert [type(m) for m in model] == original and torch.equal(model[0].weight, stored)

@@ -42,14 +42,18 @@ MODELS = {
     "qwen3": ("Qwen3ForCausalLM", lambda: _config("Qwen3Config", head_dim=8, **SMALL)),  # + q/k norms per head
     "gemma": ("GemmaForCausalLM", lambda: _config("GemmaConfig", head_dim=8, **SMALL)),
     "gemma2": ("Gemma2ForCausalLM", lambda: _config("Gemma2Config", head_dim=8, **SMALL)),
+    "gemma3": ("Gemma3ForCausalLM", lambda: _config("Gemma3TextConfig", head_dim=8, **SMALL)),  # + q/k norms
     "phi3": ("Phi3ForCausalLM", lambda: _config("Phi3Config", pad_token_id=0, **SMALL)),
     "falcon": ("FalconForCausalLM", lambda: _config("FalconConfig", hidden_size=32, num_hidden_layers=2,
                                                    num_attention_heads=4, vocab_size=VOCAB)),
     "opt": ("OPTForCausalLM", lambda: _config("OPTConfig", hidden_size=32, ffn_dim=64, num_hidden_layers=2,
                                              num_attention_heads=4, vocab_size=VOCAB, max_position_embeddings=32,
                                              word_embed_proj_dim=32)),
+    "nemotron": ("NemotronForCausalLM", lambda: _config("NemotronConfig", head_dim=8, partial_rotary_factor=0.5,
+                                                       **SMALL)),
 }
-OFFSET_MODELS = {"gemma", "gemma2"}  # every norm is 1 + weight
+OFFSET_MODELS = {"gemma", "gemma2", "gemma3"}  # every norm an RMS norm of 1 + weight: replaced, weight_offset=1
+LEFT_MODELS = {"nemotron": OFFSET_REASON}  # every norm a layer norm of 1 + weight: left, with this reason
 
 
 def is_norm(module):
@@ -102,27 +106,33 @@ def test_patch_replaces_every_norm_and_keeps_logits(name):
     classes = {n: type(m) for n, m in norms.items()}
     assert norms
     params = dict(model.named_parameters())
-    keys = list(model.state_dict())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     before = logits(model, name)
 
     report, warned = patch_recording_warnings(model)
 
-    if name in OFFSET_MODELS:  # recognised, reported, left alone
+    if name in LEFT_MODELS:  # recognised, reported, left alone
+        reason = LEFT_MODELS[name]
         assert report == 0 and report.replaced == {}
         assert sorted(item.name for item in report.left) == sorted(norms)
-        assert {item.reason for item in report.left} == {OFFSET_REASON}
-        assert len(warned) == len(norms) and all(OFFSET_REASON in str(w.message) for w in warned)
+        assert {item.reason for item in report.left} == {reason}
+        assert len(warned) == len(norms) and all(reason in str(w.message) for w in warned)
         assert all(type(m) is classes[n] for n, m in norms.items())
     else:
         assert report == len(norms)
         assert report.replaced == dict(Counter(cls.__name__ for cls in classes.values()))
         assert report.left == () and warned == []
+        offset = 1.0 if name in OFFSET_MODELS else 0.0
         for n, m in norms.items():
             assert is_ours(type(m)) and isinstance(m, classes[n]), n
-    # The same Parameter objects under the same names: optimizers and state dicts keep working.
+            spec = getattr(m, "layernorm_spec", None)  # None: PyTorch's own class, now ours
+            assert (spec.weight_offset if spec else 0.0) == offset, n
+    # The same Parameter objects under the same names, and the same values (an offset stays out of
+    # the stored weight): optimizers and state dicts keep working.
     assert [k for k, _ in model.named_parameters()] == list(params)
     assert all(p is params[k] for k, p in model.named_parameters())
-    assert list(model.state_dict()) == keys
+    assert list(model.state_dict()) == list(state)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
     use_reference(model)
     torch.testing.assert_close(logits(model, name), before, rtol=1e-5, atol=1e-5)
@@ -133,7 +143,7 @@ def test_patch_replaces_every_norm_and_keeps_logits(name):
     assert torch.equal(logits(model, name), before)
 
 
-@pytest.mark.parametrize("name", sorted(set(MODELS) - OFFSET_MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - set(LEFT_MODELS)))
 def test_patch_in_bfloat16_is_within_its_rounding(name):
     """Each norm within two bfloat16 units of HF's own on the same input; logits near HF's."""
     model = build(name)
@@ -178,7 +188,8 @@ def hf_class(model_type, class_name):
 
 
 NORM_CLASSES = [("llama", "LlamaRMSNorm", "cast_then_weight"), ("t5", "T5LayerNorm", "cast_to_weight_dtype"),
-                ("olmo2", "Olmo2RMSNorm", "weight_then_cast"), ("cohere", "CohereLayerNorm", "weight_then_cast")]
+                ("olmo2", "Olmo2RMSNorm", "weight_then_cast"), ("cohere", "CohereLayerNorm", "weight_then_cast"),
+                ("gemma", "GemmaRMSNorm", "weight_then_cast")]
 DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
           (torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16), (torch.float16, torch.float32)]
 
@@ -191,10 +202,13 @@ def test_each_cast_order_gives_the_originals_dtype_and_values(model_type, class_
     assert layernorm.patch(original) == 1
     assert original.layernorm_spec.cast_order == order
     assert order in repr(original) and "eps=" in repr(original)
+    offset = 1.0 if class_name.startswith("Gemma") else 0.0
+    assert original.layernorm_spec.weight_offset == offset
+    assert ("weight_offset=1.0" in repr(original)) == bool(offset)
     for x_dtype, param_dtype in DTYPES:
         ours = copy.deepcopy(original).to(param_dtype)
         with torch.no_grad():
-            ours.weight.normal_(1.0, 0.5)
+            ours.weight.normal_(1.0 - offset, 0.5)  # Gemma's weight is centred on 0
         theirs = copy.deepcopy(ours)
         layernorm.unpatch(theirs)
         assert type(theirs) is cls
@@ -216,6 +230,33 @@ def test_gradients_reach_the_same_parameters():
     norm(torch.randn(4, 16)).square().sum().backward()
     optimizer.step()
     assert norm.weight.grad is not None and not torch.equal(norm.weight.detach(), torch.ones(16))
+
+
+@pytest.mark.parametrize("impl", [None, "reference"])
+def test_offset_norm_gradients_are_the_originals(impl):
+    """d/dweight of (1 + weight) is 1: the weight's gradient, and the input's, are HF's own."""
+    cls = hf_class("gemma", "GemmaRMSNorm")
+    torch.manual_seed(0)
+    theirs = cls(40, eps=1e-5)
+    with torch.no_grad():
+        theirs.weight.normal_(0.0, 0.5)
+    ours = copy.deepcopy(theirs)
+    stored = ours.weight.detach().clone()
+    assert layernorm.patch(ours) == 1
+    ours.impl = impl
+    assert torch.equal(ours.weight, stored)  # the offset is the op's, not added to the weight
+    x = (torch.randn(3, 7, 40) * 2 + 0.5).requires_grad_()
+    dy = torch.randn(3, 7, 40)
+    grads = []
+    for module in (theirs, ours):
+        module.zero_grad()
+        x.grad = None
+        y = module(x)
+        y.backward(dy)
+        grads.append((y.detach(), x.grad.clone(), module.weight.grad.clone()))
+    for expected, actual in zip(*grads):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(ours.weight, stored)
 
 
 def test_a_patched_model_pickles_and_copies():
@@ -317,11 +358,11 @@ def test_fsdp_wrapped_norms_are_left(tmp_path):
 
 
 def test_patch_warns_can_be_turned_off():
-    model = build("gemma")
+    model = build("nemotron")
     with warnings.catch_warnings():
         warnings.simplefilter("error", layernorm.PatchWarning)
         report = layernorm.patch(model, warn=False)
-    assert len(report.left) == 5 and "GemmaRMSNorm x5: " + OFFSET_REASON in str(report)
+    assert len(report.left) == 5 and "NemotronLayerNorm1P x5: " + OFFSET_REASON in str(report)
 
 
 # ---------------------------------------------------------------------------
@@ -352,9 +393,12 @@ def test_patch_transformers_for_every_type_warns_once_per_module_left():
         assert all(is_ours(type(m)) for m in build("gpt2").modules() if is_norm(m))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            gemma = build("gemma")  # GemmaModel's post_init, then GemmaForCausalLM's
+            gemma = build("gemma")  # offset RMS norms: replaced, nothing to warn about
+            nemotron = build("nemotron")  # NemotronModel's post_init, then NemotronForCausalLM's
+        assert all(is_ours(type(m)) for m in gemma.modules() if is_norm(m))
         left = [w for w in caught if issubclass(w.category, layernorm.PatchWarning)]
-        assert len(left) == sum(1 for m in gemma.modules() if is_norm(m)) == 5
+        assert len(left) == sum(1 for m in nemotron.modules() if is_norm(m)) == 5
+        assert all(OFFSET_REASON in str(w.message) for w in left)
     finally:
         layernorm.unpatch_transformers()
     handle.undo()  # already undone: nothing to do
