@@ -5,6 +5,9 @@ One family, switched by compile-time flags rather than copied:
 - ``IS_RMS``: RMSNorm (no mean, no bias) instead of LayerNorm.
 - ``HAS_RESIDUAL`` / ``STORE_RESIDUAL``: the pre-norm step ``r' = x + r``,
   ``y = norm(r')``; ``r'`` is written once and is what the backward reads.
+- ``WEIGHT_OFFSET``: the gain is ``WEIGHT_OFFSET + weight``, added in float32
+  at each weight load (Gemma's norms scale by ``1 + weight``); 0.0 compiles
+  the add away.
 - ``SINGLE_CHUNK``: a row fits in registers (a ``[BLOCK_M, BLOCK_N]`` block
   holds ``BLOCK_M`` whole rows); otherwise a row is walked in chunks of
   ``BLOCK_N`` and its statistics are merged chunk by chunk.
