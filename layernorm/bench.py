@@ -577,7 +577,7 @@ def run(args: argparse.Namespace) -> int:
     print(" ".join(f"{k}={v}" for k, v in env.items()), flush=True)
     ceiling = copy_ceiling_gbps(args) if cases else float("nan")
     print(f"copy ceiling {ceiling:.0f} GB/s", flush=True)
-    ops = sorted({c.op for c in cases} | set(_ops(args)))
+    ops = sorted(_ops(args))  # the cases' ops and the host-time ops alike
     impls_by_op = {op: implementations(op, args.impl) for op in ops}
     os.makedirs(args.out, exist_ok=True)
     host = []

@@ -19,9 +19,11 @@ here instead, to an autograd function in the form those transforms need
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
-from . import ops
+from . import ops, reference
 
 
 class _TransformableNorm(torch.autograd.Function):
@@ -48,7 +50,7 @@ class _TransformableNorm(torch.autograd.Function):
     def backward(ctx, dy, dr_out, _dmean, _drstd):
         saved = ctx.saved_tensors
         dr_out = dr_out if ctx.spec[2] else None
-        with torch.enable_grad() if torch._C._are_functorch_transforms_active() else _nothing():
+        with torch.enable_grad() if torch._C._are_functorch_transforms_active() else contextlib.nullcontext():
             grads = ops._input_grads(ctx, dy, dr_out, saved)
         return (*grads, None, None, None, None, None, None)
 
@@ -67,7 +69,7 @@ class _TransformableNorm(torch.autograd.Function):
             t_hat = t_hat - t.mean(dims, keepdim=True)
         ty = r * t_hat
         if weight is not None:
-            ty = ty * (weight.to(compute) + weight_offset)
+            ty = ty * reference._gain(weight, weight_offset).to(compute)
         if tw is not None:
             ty = ty + x_hat * tw.to(compute)
         if tb is not None:
@@ -104,14 +106,6 @@ def _sum_tangents(tx, tres, like, compute):
     """The tangent of the normalised input: x's, plus the residual's for the fused add."""
     t = torch.zeros_like(like, dtype=compute) if tx is None else tx.to(compute)
     return t if tres is None else t + tres.to(compute)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32,

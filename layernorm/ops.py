@@ -294,16 +294,16 @@ def _differentiable_input_grads(ctx, dy, dr_out, saved):
     shape = tuple(x_or_r.shape[x_or_r.dim() - normalized_ndim:])
     if dy is None:
         dy = torch.zeros_like(x_or_r, dtype=x_dtype)
-    if weight is not None and weight_offset:  # the gain the forward used, as a function of the weight
-        weight = weight.float() + weight_offset
+    gain = reference._gain(weight, weight_offset)  # the gain the forward used, as a function of the weight
     if is_rms:
         _, rstd = reference.rms_norm_forward(x_or_r, shape, None, eps)
-        dx, dw = reference.rms_norm_backward(dy, x_or_r, weight, rstd)
+        dx, dw = reference.rms_norm_backward(dy, x_or_r, gain, rstd)
         db = None
     else:
         _, mean, rstd = reference.layer_norm_forward(x_or_r, shape, None, None, eps)
-        dx, dw, db = reference.layer_norm_backward(dy, x_or_r, weight, mean, rstd, with_bias=bias is not None)
+        dx, dw, db = reference.layer_norm_backward(dy, x_or_r, gain, mean, rstd, with_bias=bias is not None)
         db = None if db is None else db.to(bias.dtype)
+    dw = None if dw is None else dw.to(weight.dtype)  # the gain's dtype may be wider than the weight's
     if store_residual and dr_out is not None:
         dx = dx + dr_out
     grad_residual = None if residual_dtype is None else dx.to(residual_dtype)

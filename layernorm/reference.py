@@ -195,6 +195,12 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _gain(weight: Optional[Tensor], weight_offset: float) -> Optional[Tensor]:
+    if not weight_offset or weight is None:
+        return weight
+    return weight.to(_compute_dtype(weight.dtype)) + weight_offset  # Gemma's 1 + weight, in float32 or wider
+
+
 def _affine(x_hat: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
     """y = gamma * x_hat + beta, each factor optional."""
     y = x_hat
@@ -385,8 +391,7 @@ def rms_norm(
     weight_offset: float = 0.0,
 ) -> Tensor:
     """RMSNorm whose gradient is the explicit backward above."""
-    if weight_offset and weight is not None:  # gain = offset + weight (Gemma: 1 + weight), in float32 or wider
-        weight = weight.to(_compute_dtype(weight.dtype)) + weight_offset
+    weight = _gain(weight, weight_offset)
     if torch._C._are_functorch_transforms_active():  # vmap, grad, jvp: they differentiate the forward
         return rms_norm_forward(x, normalized_shape, weight, eps)[0]
     return _RMSNormFunction.apply(x, normalized_shape, weight, eps)

@@ -57,9 +57,6 @@ from triton.runtime.jit import JITFunction
 
 ENABLED = os.environ.get("LAYERNORM_DIRECT_LAUNCH", "1") != "0"
 
-_I32_MIN, _I32_END = -(2**31), 2**31  # integers Triton types as i32; wider are i64, past i64 u64
-_I64_MIN, _I64_END = -(2**63), 2**63
-
 
 def _hook_installed(hook: Any) -> bool:
     # Triton 3.5 on: a HookChain that is never None, empty unless something was added.
@@ -209,7 +206,3 @@ class DirectKernel:
             return run, compiled.function, compiled.packed_metadata, tail
         except AttributeError:  # a compiled kernel of another shape: keep to Triton's path
             return None
-
-    def clear(self) -> None:
-        """Forget the compiled kernels (tests; Triton's own caches are untouched)."""
-        self._compiled.clear()
