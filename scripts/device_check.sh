@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything the kernels need checked on a GPU, in one call of the device tool:
-#   1. the GPU tests (pytest -m gpu tests/gpu)
+#   1. the GPU tests (pytest -m gpu tests/gpu, and the DTensor tests over NCCL)
 #   2. compute-sanitizer memcheck on one pass of each kernel path
 #   3. the launch-table sweep, when SWEEP=1 (it rewrites the table this run then uses)
 #   4. host time per call of small launches: layer by layer, both launch paths
@@ -53,7 +53,7 @@ fi
 # (4 workers when pytest-xdist is there: kernel compilation dominates, and it runs on the CPU)
 xdist=""
 $PY -c "import xdist" 2>/dev/null && xdist="-n 4"
-[ "${SKIP_TESTS:-0}" = 1 ] || step gpu-tests $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider -rf --durations=5 $xdist
+[ "${SKIP_TESTS:-0}" = 1 ] || step gpu-tests $PY -m pytest -m gpu tests/gpu tests/test_dtensor.py -q -p no:cacheprovider -rf --durations=5 $xdist
 
 # 2. memcheck: every kernel path once (register and chunked rows, LayerNorm / RMSNorm / add,
 #    with and without parameters, the dweight/dbias reduction). The first run compiles the

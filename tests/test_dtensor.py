@@ -1,6 +1,7 @@
 """The kernels on DTensors: rows sharded over batch or sequence dims, two CPU processes (gloo),
-the kernels in Triton's interpreter. Outputs and every gradient must equal PyTorch's op on the
-whole tensors; the weight's gradient is the sum over both ranks' rows."""
+the kernels in Triton's interpreter; on a GPU machine (``-m gpu``) one process per GPU (NCCL),
+the kernels compiled. Outputs and every gradient must equal PyTorch's op on the whole tensors;
+the weight's gradient is the sum over every rank's rows."""
 
 import importlib.util
 import os
@@ -17,7 +18,7 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("needs torch.distributed with gloo", allow_module_level=True)
 
-WORLD = 2
+CPU_WORLD = 2
 
 
 def _free_port() -> int:
@@ -26,20 +27,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, port: int, kind: str, errors) -> None:
+def _worker(rank: int, port: int, kind: str, backend: str, world: int, errors) -> None:
     import torch.nn.functional as F
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
     import layernorm
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    device = "cuda" if backend == "nccl" else "cpu"
+    if device == "cuda":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        mesh = init_device_mesh("cpu", (WORLD,))
-        g = torch.Generator().manual_seed(0)  # the same full tensors on both ranks
+        mesh = init_device_mesh(device, (world,))
+        g = torch.Generator().manual_seed(0)  # the same full tensors on every rank
         n = 24
-        x, r, dy = (torch.randn(4, 6, n, generator=g) for _ in range(3))
-        w, b = torch.randn(n, generator=g) + 1, torch.randn(n, generator=g)
+        x, r, dy = (torch.randn(4, 6, n, generator=g).to(device) for _ in range(3))
+        w, b = (torch.randn(n, generator=g) + 1).to(device), torch.randn(n, generator=g).to(device)
         shard = Shard(1) if kind == "sequence" else Shard(0)  # sequence or batch parallel rows
 
         def run(x, r, w, b, dy, fn):
@@ -78,16 +82,31 @@ def _worker(rank: int, port: int, kind: str, errors) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kind", ["batch", "sequence", "add"])
-def test_kernels_on_sharded_rows_match_torch(kind, monkeypatch):
+def _spawn(kind: str, backend: str, world: int) -> None:
     import torch.multiprocessing as mp
 
-    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the children import Triton fresh, interpreted
     errors = mp.get_context("spawn").SimpleQueue()
     try:
-        mp.spawn(_worker, args=(_free_port(), kind, errors), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(_free_port(), kind, backend, world, errors), nprocs=world, join=True)
     except Exception:
         messages = []
         while not errors.empty():
             messages.append(errors.get())
         pytest.fail("\n".join(messages) or "a rank failed")
+
+
+@pytest.mark.parametrize("kind", ["batch", "sequence", "add"])
+def test_kernels_on_sharded_rows_match_torch(kind, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the children import Triton fresh, interpreted
+    _spawn(kind, "gloo", CPU_WORLD)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["batch", "sequence", "add"])
+def test_compiled_kernels_on_sharded_rows_match_torch_over_nccl(kind, monkeypatch):
+    """One rank per GPU (NCCL refuses two ranks on one device): on a one-GPU machine the mesh has
+    one rank, which still runs the DTensor dispatch, NCCL's collectives and the compiled kernels."""
+    if not torch.cuda.is_available() or not dist.is_nccl_available():
+        pytest.skip("needs CUDA and NCCL")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    _spawn(kind, "nccl", torch.cuda.device_count())

@@ -3,8 +3,6 @@ half-precision input, second derivatives through the reference, the names ``impl
 ``LAYERNORM_IMPL`` take, and the exceptions bad input raises."""
 
 import importlib.util
-import os
-import sys
 import warnings
 
 import pytest
@@ -14,47 +12,14 @@ import torch.nn.functional as F
 import layernorm
 from layernorm import functional
 from layernorm.validation import check_impl
-from helpers import randn, relative_error
+from helpers import impl, import_triton_interpreted, randn, relative_error  # noqa: F401 (impl: a fixture)
 
-# The Triton kernels run on the CPU in Triton's interpreter, which Triton picks when it is first
-# imported (as in tests/test_kernels.py); on a GPU machine tests/gpu covers them instead.
-if not torch.cuda.is_available() and "triton" not in sys.modules:
-    _saved_interpret = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        pass
-    if _saved_interpret is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _saved_interpret
+# The Triton kernels run on the CPU in Triton's interpreter (as in tests/test_kernels.py).
+import_triton_interpreted()
 
 HALF = [torch.float16, torch.bfloat16]
 IMPLS = ["torch", "reference", "triton"]
 IMPL_NAMES = ["auto"] + IMPLS  # what impl= and LAYERNORM_IMPL take, as documented
-
-
-@pytest.fixture
-def impl(request, monkeypatch):
-    """The implementation to run; "triton" on the CPU through the interpreter, when installed."""
-    if request.param == "triton":
-        if torch.cuda.is_available():
-            pytest.skip("the kernels on a GPU are tested in tests/gpu")
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-        if "triton" not in functional.available_impls("cpu"):
-            pytest.skip("triton is not installed")
-        if not triton_is_interpreted():
-            pytest.skip("Triton was imported for compiling earlier in this process: run this file alone")
-    return request.param
-
-
-def triton_is_interpreted() -> bool:
-    """Whether Triton's own functions were decorated for its interpreter (fixed at its import)."""
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(tl.cdiv, InterpretedFunction)
 
 
 def small_activations(*shape, dtype, seed=0):
