@@ -27,10 +27,12 @@ float16 / bfloat16). Every one normalises in float32; then:
   float16 or bfloat16, then multiplied by the weight.
 
 When the input and the parameters share one dtype, every order is one fused
-call of ours: it rounds once where ``cast_then_weight`` rounds twice, and the
-results agree to that rounding. Mixed dtypes (float32 weights on bfloat16
-input) follow the original's order step by step, so the output has the
-original's dtype.
+call of ours: an RMS norm that rounds before the weight runs with
+``round_before_weight=True``, which rounds where the original does, a layer
+norm rounds once (where ``cast_then_weight`` would round twice, the results
+agree to that rounding). Mixed dtypes (float32 weights on bfloat16 input)
+follow the original's order step by step, so the output has the original's
+dtype.
 
 Gemma's RMS norms (Gemma, Gemma 2, Gemma 3 and others like them) store a
 weight centred on zero and multiply by ``1 + weight``
@@ -109,11 +111,13 @@ def _cast_dtype(cast_order: str, x_dtype: torch.dtype, param_dtype: torch.dtype)
     return torch.promote_types(x_dtype, torch.float32)
 
 
-def _normalize(kind: str, x: Tensor, shape, weight, bias, eps, impl, weight_offset: float = 0.0) -> Tensor:
+def _normalize(kind: str, x: Tensor, shape, weight, bias, eps, impl, weight_offset: float = 0.0,
+               round_before_weight: bool = False) -> Tensor:
     if kind == "rms":
-        if weight_offset and weight is not None:
-            return rms_norm(x, shape, weight, eps, impl=impl, weight_offset=weight_offset)
-        return rms_norm(x, shape, weight, eps, impl=impl)
+        if weight is None:
+            return rms_norm(x, shape, None, eps, impl=impl)
+        return rms_norm(x, shape, weight, eps, impl=impl, weight_offset=weight_offset,
+                        round_before_weight=round_before_weight)
     return layer_norm(x, shape, weight, bias, eps, impl=impl)
 
 
@@ -128,8 +132,8 @@ def normalize_in_order(
         # Our functions' own contract: float32 math, the input's dtype out.
         return _normalize(spec.kind, x, shape, weight, bias, eps, impl, offset)
     cast_to = _cast_dtype(spec.cast_order, x.dtype, params[0].dtype)
-    if x.dtype == cast_to and all(p.dtype == cast_to for p in params):
-        return _normalize(spec.kind, x, shape, weight, bias, eps, impl, offset)  # one fused call
+    if x.dtype == cast_to and all(p.dtype == cast_to for p in params):  # one fused call
+        return _normalize(spec.kind, x, shape, weight, bias, eps, impl, offset, round_before_weight=True)
     # Mixed dtypes: step by step, as the original, so the output dtype is the original's.
     wide = torch.promote_types(x.dtype, cast_to)
     y = _normalize(spec.kind, x.to(wide), shape, None, None, eps, impl).to(cast_to)

@@ -31,14 +31,14 @@ class _TransformableNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32,
-                weight_offset):
+                weight_offset, round_before_weight):
         y, r_out, mean, rstd = ops._forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
-                                            residual_in_fp32, weight_offset)
+                                            residual_in_fp32, weight_offset, round_before_weight)
         return y, ops._placeholder(x) if r_out is None else r_out, ops._placeholder(x) if mean is None else mean, rstd
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, _, weight_offset = inputs
+        x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, _, weight_offset, _round = inputs
         _, r_out, mean, rstd = output
         ops._save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out,
                   None if is_rms else mean, rstd, False, eps, weight_offset)
@@ -52,7 +52,7 @@ class _TransformableNorm(torch.autograd.Function):
         dr_out = dr_out if ctx.spec[2] else None
         with torch.enable_grad() if torch._C._are_functorch_transforms_active() else contextlib.nullcontext():
             grads = ops._input_grads(ctx, dy, dr_out, saved)
-        return (*grads, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None)
 
     @staticmethod
     def jvp(ctx, tx, tres, tw, tb, *_):
@@ -77,14 +77,15 @@ class _TransformableNorm(torch.autograd.Function):
         return ty.to(x_dtype), t.to(x_or_r.dtype) if store_residual else None, None, None
 
     @staticmethod
-    def vmap(info, in_dims, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, fp32, offset):
+    def vmap(info, in_dims, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, fp32, offset,
+             round_first):
         x_dim, r_dim, w_dim, b_dim = in_dims[:4]
         size = info.batch_size
         if w_dim is None and b_dim is None:  # the vmapped dim is one more batch dim of the rows
             x = _batched_front(x, x_dim, size)
             residual = None if residual is None else _batched_front(residual, r_dim, size)
             y, r_out, mean, rstd = _TransformableNorm.apply(x, residual, weight, bias, normalized_ndim, eps, is_rms,
-                                                            store_residual, fp32, offset)
+                                                            store_residual, fp32, offset, round_first)
             per_row = lambda t: t.reshape(size, -1) if t.numel() else t  # noqa: E731
             return ((y, r_out, per_row(mean), per_row(rstd)),
                     (0, 0 if store_residual else None, 0 if mean.numel() else None, 0))
@@ -93,7 +94,7 @@ class _TransformableNorm(torch.autograd.Function):
             pick = lambda t, d: t if t is None or d is None else t.select(d, i)  # noqa: E731
             outs.append(_TransformableNorm.apply(pick(x, x_dim), pick(residual, r_dim), pick(weight, w_dim),
                                                 pick(bias, b_dim), normalized_ndim, eps, is_rms, store_residual, fp32,
-                                                offset))
+                                                offset, round_first))
         stacked = tuple(torch.stack(parts) if parts[0].numel() else parts[0] for parts in zip(*outs))
         return stacked, tuple(0 if t.numel() else None for t in stacked)
 
@@ -109,8 +110,9 @@ def _sum_tangents(tx, tres, like, compute):
 
 
 def norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32,
-         weight_offset=0.0):
+         weight_offset=0.0, round_before_weight=False):
     """ops._norm under a torch.func transform: y, or (y, r')."""
     y, r_out, _, _ = _TransformableNorm.apply(x, residual, weight, bias, len(normalized_shape), float(eps), is_rms,
-                                              store_residual, residual_in_fp32, float(weight_offset))
+                                              store_residual, residual_in_fp32, float(weight_offset),
+                                              bool(round_before_weight))
     return (y, r_out) if store_residual else y

@@ -45,6 +45,7 @@ from .validation import (
     LayerNormTypeError,
     LayerNormValueError,
     check_eps,
+    check_flag,
     check_impl,
     check_input,
     check_parameter,
@@ -210,6 +211,7 @@ def rms_norm(
     *,
     impl: Optional[str] = None,
     weight_offset: float = 0.0,
+    round_before_weight: bool = False,
 ) -> Tensor:
     r"""RMS normalization over the trailing ``normalized_shape`` of ``input``.
 
@@ -223,20 +225,44 @@ def rms_norm(
     :math:`\text{weight\_offset} + \gamma`, added in float32 (or float64)
     inside the op, as Gemma's norms scale by ``1 + weight`` with the weight
     stored around zero; the gradient reaches ``weight`` unchanged.
+
+    ``round_before_weight`` (keyword only): the normalized input is rounded to
+    the input's dtype before the gain multiplies it, and the product rounded
+    again, as Llama-style norms compute ``weight * x_hat.to(dtype)``; by
+    default the product is formed in float32 and rounded once, as PyTorch's
+    op does. It changes float16 / bfloat16 results by at most one rounding,
+    and nothing for float32. The gradients are the same either way (the
+    rounding's derivative is taken as 1, as autograd takes a cast's).
     """
     shape = normalized_shape_tuple(normalized_shape)
     check_input(input, shape)
     check_parameter("weight", weight, shape, input)
     impl = check_impl(impl)
     weight_offset = check_weight_offset(weight_offset)
+    round_first = check_flag("round_before_weight", round_before_weight) and weight is not None
     input, weight = _autocast_float32(input, weight)
     eps = default_rms_norm_eps(input.dtype) if eps is None else check_eps(eps)
     chosen = resolve_impl(input, impl)
     if chosen == "triton":
-        return _kernels_ops().triton_rms_norm(input, shape, weight, eps, weight_offset)
+        return _kernels_ops().triton_rms_norm(input, shape, weight, eps, weight_offset, round_first)
+    if round_first:
+        return _gain_after_rounding(_rms_norm_on(chosen, input, shape, None, eps, 0.0), weight, weight_offset)
+    return _rms_norm_on(chosen, input, shape, weight, eps, weight_offset)
+
+
+def _rms_norm_on(chosen: str, x: Tensor, shape, weight: Optional[Tensor], eps: float, weight_offset: float) -> Tensor:
+    """RMSNorm on the reference or on PyTorch's op."""
     if chosen == "reference":
-        return reference.rms_norm(input, shape, weight, eps, weight_offset)
-    return _torch_rms_norm(input, shape, weight, eps, weight_offset)
+        return reference.rms_norm(x, shape, weight, eps, weight_offset)
+    return _torch_rms_norm(x, shape, weight, eps, weight_offset)
+
+
+def _gain_after_rounding(x_hat: Tensor, weight: Tensor, weight_offset: float) -> Tensor:
+    """``(weight_offset + weight) * x_hat``, x_hat already rounded to its dtype, the product formed
+    in float32 (or wider) and rounded to x_hat's dtype: Llama's ``weight * x_hat.to(dtype)``."""
+    compute = torch.promote_types(torch.promote_types(x_hat.dtype, torch.float32), weight.dtype)
+    gain = weight.to(compute) + weight_offset if weight_offset else weight.to(compute)
+    return (x_hat.to(compute) * gain).to(x_hat.dtype)
 
 
 def _torch_rms_norm(x: Tensor, shape, weight: Optional[Tensor], eps: float, weight_offset: float) -> Tensor:
@@ -319,9 +345,10 @@ def add_rms_norm(
     residual_in_fp32: bool = False,
     impl: Optional[str] = None,
     weight_offset: float = 0.0,
+    round_before_weight: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     r"""``(rms_norm(input + residual), input + residual)``; see :func:`add_layer_norm`
-    (``weight_offset`` as for :func:`rms_norm`)."""
+    (``weight_offset`` and ``round_before_weight`` as for :func:`rms_norm`)."""
     shape = normalized_shape_tuple(normalized_shape)
     check_input(input, shape)
     _check_residual(input, residual)
@@ -329,13 +356,13 @@ def add_rms_norm(
     eps = default_rms_norm_eps(input.dtype) if eps is None else check_eps(eps)
     impl = check_impl(impl)
     weight_offset = check_weight_offset(weight_offset)
+    round_first = check_flag("round_before_weight", round_before_weight) and weight is not None
     chosen = resolve_impl(input, impl)
     if chosen == "triton":
         return _kernels_ops().triton_add_rms_norm(input, residual, shape, weight, eps, residual_in_fp32,
-                                                  weight_offset)
+                                                  weight_offset, round_first)
     new_residual = _residual_sum(input, residual, residual_in_fp32)
-    if chosen == "reference":
-        y = reference.rms_norm(new_residual, shape, weight, eps, weight_offset)
-    else:
-        y = _torch_rms_norm(new_residual, shape, weight, eps, weight_offset)
-    return y.to(input.dtype), new_residual
+    if round_first:  # x_hat rounded to the output's dtype (the input's), then the gain
+        x_hat = _rms_norm_on(chosen, new_residual, shape, None, eps, 0.0).to(input.dtype)
+        return _gain_after_rounding(x_hat, weight, weight_offset), new_residual
+    return _rms_norm_on(chosen, new_residual, shape, weight, eps, weight_offset).to(input.dtype), new_residual

@@ -122,6 +122,7 @@ def _forward(
     store_residual: bool,
     residual_in_fp32: bool,
     weight_offset: float = 0.0,
+    round_before_weight: bool = False,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
     """(y, r' or None, mean or None, rstd); the row statistics are float32 of shape (M,)."""
     m = _num_rows(x, normalized_ndim)
@@ -135,7 +136,7 @@ def _forward(
             None if residual is None else _rows(residual, m, n),
             _param(weight, n),
             _param(bias, n),
-            eps, is_rms, r_dtype, weight_offset,
+            eps, is_rms, r_dtype, weight_offset, round_before_weight,
         )
     if y.shape != x.shape:
         y = y.view(x.shape)
@@ -197,16 +198,17 @@ def norm_fwd(
     store_residual: bool,
     residual_in_fp32: bool,
     weight_offset: float,
+    round_before_weight: bool,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y, r' or empty, mean or empty, rstd) of ``norm(x [+ residual])``."""
     y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
-                                    residual_in_fp32, weight_offset)
+                                    residual_in_fp32, weight_offset, round_before_weight)
     return y, _placeholder(x) if r_out is None else r_out, _placeholder(x) if mean is None else mean, rstd
 
 
 @norm_fwd.register_fake
 def _norm_fwd_fake(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32,
-                   weight_offset):
+                   weight_offset, round_before_weight):
     m = 1
     for size in x.shape[: x.dim() - normalized_ndim]:
         m = m * size
@@ -321,14 +323,14 @@ def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residua
 
 
 def _setup_context(ctx, inputs, output):
-    x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, _fp32, weight_offset = inputs
+    x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, _fp32, weight_offset, _round = inputs
     _, r_out, mean, rstd = output
     _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, True, eps,
           weight_offset)
 
 
 def _norm_fwd_backward(ctx, dy, dr_out, _dmean, _drstd):
-    return (*_input_grads(ctx, dy, dr_out, ctx.saved_tensors), None, None, None, None, None, None)
+    return (*_input_grads(ctx, dy, dr_out, ctx.saved_tensors), None, None, None, None, None, None, None)
 
 
 norm_fwd.register_autograd(_norm_fwd_backward, setup_context=_setup_context)
@@ -342,9 +344,9 @@ norm_fwd.register_autograd(_norm_fwd_backward, setup_context=_setup_context)
 class _EagerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32,
-                weight_offset):
+                weight_offset, round_before_weight):
         y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
-                                        residual_in_fp32, weight_offset)
+                                        residual_in_fp32, weight_offset, round_before_weight)
         _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, False, eps,
               weight_offset)
         return (y, r_out) if store_residual else y
@@ -352,7 +354,7 @@ class _EagerNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         dr_out = grads[1] if ctx.spec[2] else None
-        return (*_input_grads(ctx, grads[0], dr_out, ctx.saved_tensors), None, None, None, None, None, None)
+        return (*_input_grads(ctx, grads[0], dr_out, ctx.saved_tensors), None, None, None, None, None, None, None)
 
 
 def _wants_grad(*tensors: Optional[Tensor]) -> bool:
@@ -360,20 +362,22 @@ def _wants_grad(*tensors: Optional[Tensor]) -> bool:
 
 
 def _norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32,
-          weight_offset=0.0):
-    """y, or (y, r') when ``store_residual``; the gain is ``weight_offset + weight``."""
+          weight_offset=0.0, round_before_weight=False):
+    """y, or (y, r') when ``store_residual``; the gain is ``weight_offset + weight``, applied to x_hat
+    rounded to y's dtype first when ``round_before_weight``. (The backward is the same either way:
+    the rounding's derivative is taken as 1, as autograd takes that of a cast.)"""
     if type(x) is not Tensor and dtensor.is_dtensor(x):  # tensor / sequence parallel: each rank its rows
         return dtensor.norm_on_local_rows(
             lambda x, r, w, b: _norm(x, r, normalized_shape, w, b, eps, is_rms, store_residual, residual_in_fp32,
-                                     weight_offset),
+                                     weight_offset, round_before_weight),
             x, residual, len(normalized_shape), weight, bias, store_residual)
     if torch._C._are_functorch_transforms_active():  # vmap, grad, jvp: the autograd function they need
         from . import func
 
         return func.norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32,
-                         weight_offset)
+                         weight_offset, round_before_weight)
     args = (x, residual, weight, bias, len(normalized_shape), float(eps), is_rms, store_residual, residual_in_fp32,
-            float(weight_offset))
+            float(weight_offset), bool(round_before_weight))
     if torch.compiler.is_compiling():
         y, r_out, _, _ = norm_fwd(*args)
     elif _wants_grad(x, residual, weight, bias):
@@ -395,9 +399,9 @@ def triton_layer_norm(
 
 
 def triton_rms_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], eps: float,
-                    weight_offset: float = 0.0) -> Tensor:
+                    weight_offset: float = 0.0, round_before_weight: bool = False) -> Tensor:
     """RMSNorm of ``x`` over ``normalized_shape`` on the Triton kernels (gain ``weight_offset + weight``)."""
-    return _norm(x, None, normalized_shape, weight, None, eps, True, False, False, weight_offset)
+    return _norm(x, None, normalized_shape, weight, None, eps, True, False, False, weight_offset, round_before_weight)
 
 
 def triton_add_layer_norm(
@@ -421,6 +425,8 @@ def triton_add_rms_norm(
     eps: float,
     residual_in_fp32: bool = False,
     weight_offset: float = 0.0,
+    round_before_weight: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """(RMSNorm(x + residual), x + residual) in one pass; r' in float32 when ``residual_in_fp32``."""
-    return _norm(x, residual, normalized_shape, weight, None, eps, True, True, residual_in_fp32, weight_offset)
+    return _norm(x, residual, normalized_shape, weight, None, eps, True, True, residual_in_fp32, weight_offset,
+                 round_before_weight)

@@ -91,6 +91,13 @@ def check_weight_offset(offset) -> float:
     return offset
 
 
+def check_flag(name: str, value) -> bool:
+    """A switch must be a bool (an int or a string would be truthy by accident)."""
+    if not isinstance(value, bool):
+        raise LayerNormTypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return value
+
+
 def check_input(x, shape: Tuple[int, ...]) -> None:
     """x must be a floating tensor whose trailing dims equal ``shape``."""
     if not isinstance(x, Tensor):

@@ -213,6 +213,7 @@ def check_norm_launches() -> None:
         for path in BACKWARD_PATHS:  # the offset gain (1 + weight), a float constexpr
             with table.forced(**PATHS.get(path, PATHS["chunked"])):
                 launch.norm_forward(x, None, w, None, 1e-6, True, None, 1.0)
+                launch.norm_forward(x, None, w, None, 1e-6, True, None, 0.0, True)  # Llama's rounding order
             with table.forced(**BACKWARD_PATHS[path]):
                 launch.norm_backward(dy, x, None, None, rstd, w, None, True, True, 1.0)
 

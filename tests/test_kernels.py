@@ -451,8 +451,8 @@ def test_operators_pass_opcheck():
     residual = activations(3, 2, 20, dtype=torch.float32, seed=9)
     w, b = params(20, torch.float32)
     x, residual, w, b = leaves(x, residual, w, b)
-    torch.library.opcheck(ops.norm_fwd, (x, None, w, b, 1, 1e-5, False, False, False, 0.0))
-    torch.library.opcheck(ops.norm_fwd, (x, residual, w, None, 1, 1e-6, True, True, True, 1.0))
+    torch.library.opcheck(ops.norm_fwd, (x, None, w, b, 1, 1e-5, False, False, False, 0.0, False))
+    torch.library.opcheck(ops.norm_fwd, (x, residual, w, None, 1, 1e-6, True, True, True, 1.0, True))
 
 
 def test_torch_compile_fullgraph_matches_eager():
@@ -811,3 +811,43 @@ def test_weight_offset_scales_by_offset_plus_weight(path, dtype, add):
     assert error(ws.grad, w64.grad) < 8 * bound  # a sum over rows
     if add:
         assert error(rs.grad, r64.grad) < bound
+
+
+def llama_rms_norm(x, w, eps, offset=0.0):
+    """How Llama-style norms compute it: normalise in float32, round, then multiply by the weight."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return ((w.float() + offset) * h.to(x.dtype).float()).to(x.dtype)
+
+
+@pytest.mark.parametrize("path", list(OFFSET_PATHS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+@pytest.mark.parametrize("add", [False, True], ids=["rms", "add_rms"])
+def test_round_before_weight_rounds_where_llama_does(path, dtype, offset, add):
+    m, n = 16, 40
+    x, r = activations(m, n, dtype=dtype), randn(m, n, dtype=dtype, seed=3)
+    w = (1.0 + 0.3 * randn(n, seed=4)).to(dtype)
+    with table.forced(**OFFSET_PATHS[path]):
+        if add:
+            rounded, s = ops.triton_add_rms_norm(x, r, (n,), w, 1e-6, False, offset, True)
+            once, _ = ops.triton_add_rms_norm(x, r, (n,), w, 1e-6, False, offset, False)
+        else:
+            s = x
+            rounded = ops.triton_rms_norm(x, (n,), w, 1e-6, offset, True)
+            once = ops.triton_rms_norm(x, (n,), w, 1e-6, offset, False)
+    theirs = llama_rms_norm(s, w, 1e-6, offset)
+    if dtype == torch.float32:  # nothing to round: both orders are float32 arithmetic
+        assert error(rounded, theirs) < 1e-6 and error(rounded, once) < 1e-6
+        return
+    assert error(rounded, theirs) <= 2 * ATOL[dtype]
+    if dtype == torch.bfloat16:
+        # Triton's interpreter (3.9) converts float32 to bfloat16 by truncation, not to nearest as
+        # torch and the GPU do, so only float16 can be compared bit for bit here (and bfloat16 on
+        # the GPU, in tests/gpu).
+        return
+    differ = (rounded != theirs).float().mean().item()
+    # float32's last bit (our 1/sqrt against torch.rsqrt, the order of the sum) may tip a rounding.
+    assert differ <= 0.02, f"{differ:.1%} of elements differ from Llama's order"
+    # the test can tell the orders apart: rounding once gives other numbers
+    assert (once != theirs).float().mean().item() > 4 * differ

@@ -367,3 +367,46 @@ def test_rms_norm_weight_offset_is_one_plus_weight(impl, dtype):
 def test_weight_offset_is_checked(offset, error):
     with pytest.raises(error, match="weight_offset"):
         layernorm.rms_norm(torch.randn(2, 4), 4, torch.randn(4), weight_offset=offset)
+
+
+# --- Llama's rounding order: x_hat rounded to the input's dtype, then the weight --------------------
+
+
+def llama_rms_norm(x, w, eps, offset=0.0):
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return (w.float() + offset) * h.to(x.dtype).float()
+
+
+@pytest.mark.parametrize("impl", ["torch", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+def test_round_before_weight_rounds_where_llama_does(impl, dtype, offset):
+    """Element by element against Llama's expression; the triton path: tests/test_kernels.py."""
+    x, r = randn(64, 48, dtype=dtype, seed=1), randn(64, 48, dtype=dtype, seed=2)
+    w = (1.0 + 0.3 * randn(48, seed=3)).to(dtype)
+    ours = layernorm.rms_norm(x, 48, w, 1e-6, impl=impl, weight_offset=offset, round_before_weight=True)
+    theirs = llama_rms_norm(x, w, 1e-6, offset).to(dtype)
+    differ = (ours != theirs).float().mean().item()
+    assert differ <= 0.02, f"{differ:.1%} of elements differ"  # float32's last bit may tip a rounding
+    once = layernorm.rms_norm(x, 48, w, 1e-6, impl=impl, weight_offset=offset)
+    assert (once != theirs).float().mean().item() > 4 * differ  # the orders differ, and we can tell
+    y, s = layernorm.add_rms_norm(x, r, 48, w, 1e-6, impl=impl, weight_offset=offset, round_before_weight=True)
+    assert (y != llama_rms_norm(s, w, 1e-6, offset).to(dtype)).float().mean().item() <= 0.02
+
+
+@pytest.mark.parametrize("impl", ["torch", "reference"])
+def test_round_before_weight_keeps_gradients(impl):
+    """The rounding's derivative is taken as 1: the same gradients as without it, in float32."""
+    x, w = randn(6, 32, seed=1).requires_grad_(), (1.0 + randn(32, seed=2)).requires_grad_()
+    dy = randn(6, 32, seed=3)
+    with_rounding = torch.autograd.grad(layernorm.rms_norm(x, 32, w, impl=impl, round_before_weight=True), (x, w), dy)
+    without = torch.autograd.grad(layernorm.rms_norm(x, 32, w, impl=impl), (x, w), dy)
+    for got, want in zip(with_rounding, without):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_round_before_weight_is_checked(value):
+    with pytest.raises(TypeError, match="round_before_weight"):
+        layernorm.rms_norm(torch.randn(2, 4), 4, torch.randn(4), round_before_weight=value)

@@ -220,6 +220,9 @@ def test_each_cast_order_gives_the_originals_dtype_and_values(model_type, class_
         eps = torch.finfo(low).eps
         allowed = (2 if low != torch.float32 else 16) * eps * (expected.abs() + expected.abs().mean())
         assert ((actual.double() - expected.double()).abs() <= allowed).all(), (x_dtype, param_dtype)
+        if x_dtype == param_dtype != torch.float32:  # one fused call, rounding where the original does
+            differ = (actual != expected).float().mean().item()
+            assert differ <= 0.02, f"{differ:.1%} of the elements differ in the last bit"
 
 
 def test_gradients_reach_the_same_parameters():

@@ -53,9 +53,11 @@ def norm_forward(
     is_rms: bool,
     residual_out_dtype: Optional[torch.dtype],
     weight_offset: float = 0.0,
+    round_before_weight: bool = False,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
     """y, r' (when ``residual_out_dtype``), mean (LayerNorm), rstd of the rows of ``x [+ residual]``;
-    the gain is ``weight_offset + weight``."""
+    the gain is ``weight_offset + weight``; ``round_before_weight``: x_hat rounded to y's dtype
+    before the gain multiplies it (Llama's order)."""
     m, n = x.shape
     y = _alloc((m, n), x.dtype, x.device)
     r_out = None if residual_out_dtype is None else _alloc((m, n), residual_out_dtype, x.device)
@@ -82,7 +84,7 @@ def norm_forward(
         PERSISTENT=persistent,
         IS_RMS=is_rms, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
         HAS_RESIDUAL=residual is not None, STORE_RESIDUAL=r_out is not None, WEIGHT_OFFSET=weight_offset,
-        num_warps=launch.num_warps,
+        ROUND_BEFORE_WEIGHT=round_before_weight, num_warps=launch.num_warps,
     )
     return y, r_out, mean, rstd
 

@@ -8,6 +8,9 @@ One family, switched by compile-time flags rather than copied:
 - ``WEIGHT_OFFSET``: the gain is ``WEIGHT_OFFSET + weight``, added in float32
   at each weight load (Gemma's norms scale by ``1 + weight``); 0.0 compiles
   the add away.
+- ``ROUND_BEFORE_WEIGHT`` (forward): x_hat is rounded to y's dtype before the
+  gain multiplies it, and the product rounded again: Llama's order,
+  ``weight * x_hat.to(dtype)``. Off, y is rounded once.
 - ``SINGLE_CHUNK``: a row fits in registers (a ``[BLOCK_M, BLOCK_N]`` block
   holds ``BLOCK_M`` whole rows); otherwise a row is walked in chunks of
   ``BLOCK_N`` and its statistics are merged chunk by chunk.
@@ -57,6 +60,15 @@ def _load_weight(W, c, mask, WEIGHT_OFFSET: tl.constexpr):
 
 
 @triton.jit
+def _apply_gain(x_hat, W, c, col_mask, Y, WEIGHT_OFFSET: tl.constexpr, ROUND_BEFORE_WEIGHT: tl.constexpr):
+    """x_hat (float32) times the gain of columns c; with ``ROUND_BEFORE_WEIGHT``, x_hat rounded to
+    y's dtype first, as ``weight * x_hat.to(dtype)`` computes it (a no-op for float32 y)."""
+    if ROUND_BEFORE_WEIGHT:
+        x_hat = x_hat.to(Y.dtype.element_ty).to(tl.float32)
+    return x_hat * _load_weight(W, c, col_mask, WEIGHT_OFFSET)[None, :]
+
+
+@triton.jit
 def _rstd(var, eps):
     """1 / sqrt(var + eps); NaN, as PyTorch gives, where the variance overflowed float32 (rows of
     values near 1e19 or more), rather than the 0 that would silently zero the row."""
@@ -67,7 +79,7 @@ def _rstd(var, eps):
 @triton.jit
 def _fwd_rows(x, rows, row_mask, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, stride_r_out, N, eps,
               IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-              STORE_RESIDUAL: tl.constexpr, WEIGHT_OFFSET: tl.constexpr):
+              STORE_RESIDUAL: tl.constexpr, WEIGHT_OFFSET: tl.constexpr, ROUND_BEFORE_WEIGHT: tl.constexpr):
     """Normalise whole rows held in registers (x: float32, [rows, BLOCK_N]) and store y, r', stats."""
     mask = row_mask[:, None] & (cols < N)[None, :]
     if STORE_RESIDUAL:
@@ -87,7 +99,7 @@ def _fwd_rows(x, rows, row_mask, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, str
     tl.store(RSTD + rows, rstd, mask=row_mask)
     y = xc * rstd[:, None]
     if HAS_WEIGHT:
-        y *= _load_weight(W, cols, cols < N, WEIGHT_OFFSET)[None, :]
+        y = _apply_gain(y, W, cols, cols < N, Y, WEIGHT_OFFSET, ROUND_BEFORE_WEIGHT)
     if HAS_BIAS:
         y += tl.load(B + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
     tl.store(Y + rows[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
@@ -115,6 +127,7 @@ def norm_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_CHUNK: tl.constexpr, PERSISTENT: tl.constexpr,
     IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr, STORE_RESIDUAL: tl.constexpr, WEIGHT_OFFSET: tl.constexpr = 0.0,
+    ROUND_BEFORE_WEIGHT: tl.constexpr = False,
 ):
     """y = norm(x [+ r]) for BLOCK_M rows (or, ``PERSISTENT``, for the row blocks pid, pid + G, ...);
     saves mean (LayerNorm) and rstd per row."""
@@ -137,14 +150,14 @@ def norm_fwd_kernel(
                 x_next, r_next = _fwd_block_loads(X, R, block + num_programs, stride_x, stride_r, M, N, cols,
                                                   BLOCK_M, HAS_RESIDUAL)
                 _fwd_rows(x, rows, rows < M, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, stride_r_out, N, eps,
-                          IS_RMS, HAS_WEIGHT, HAS_BIAS, STORE_RESIDUAL, WEIGHT_OFFSET)
+                          IS_RMS, HAS_WEIGHT, HAS_BIAS, STORE_RESIDUAL, WEIGHT_OFFSET, ROUND_BEFORE_WEIGHT)
         else:
             x, r = _fwd_block_loads(X, R, tl.program_id(0), stride_x, stride_r, M, N, cols, BLOCK_M, HAS_RESIDUAL)
             x = x.to(tl.float32)
             if HAS_RESIDUAL:
                 x += r.to(tl.float32)
             _fwd_rows(x, rows, row_mask, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, stride_r_out, N, eps,
-                      IS_RMS, HAS_WEIGHT, HAS_BIAS, STORE_RESIDUAL, WEIGHT_OFFSET)
+                      IS_RMS, HAS_WEIGHT, HAS_BIAS, STORE_RESIDUAL, WEIGHT_OFFSET, ROUND_BEFORE_WEIGHT)
     else:
         # Pass 1: statistics, merging chunk (count, mean, M2) into the running ones (Chan et al.).
         # Both passes load the next chunk before working on this one (double buffering).
@@ -206,7 +219,7 @@ def norm_fwd_kernel(
             else:
                 y = (x - mean[:, None]) * rstd[:, None]
             if HAS_WEIGHT:
-                y *= _load_weight(W, c, col_mask, WEIGHT_OFFSET)[None, :]
+                y = _apply_gain(y, W, c, col_mask, Y, WEIGHT_OFFSET, ROUND_BEFORE_WEIGHT)
             if HAS_BIAS:
                 y += tl.load(B + c, mask=col_mask, other=0.0).to(tl.float32)[None, :]
             tl.store(Y + rows[:, None] * stride_y + c[None, :], y.to(Y.dtype.element_ty), mask=mask)

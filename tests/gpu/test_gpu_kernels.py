@@ -341,3 +341,22 @@ def test_direct_launch_gives_what_tritons_path_gives(kind, monkeypatch):
     for _ in range(2):
         got = run()
         assert all(torch.equal(g, e) for g, e in zip(got, expected))
+
+
+@pytest.mark.parametrize("n", [1024, 4096, 20000])  # register rows, and chunked ones
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_round_before_weight_rounds_where_llama_does(dtype, n):
+    """rms_norm(round_before_weight=True) against Llama's own expression, element by element (the
+    interpreter cannot show it for bfloat16: it truncates where the GPU rounds to nearest)."""
+    import layernorm
+
+    x = activations(256, n, dtype=dtype)
+    w = (1.0 + 0.3 * activations(n, dtype=torch.float64, seed=4, offset=0.0, scale=1.0)).to(dtype)
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+    theirs = w * h.to(dtype)
+    ours = layernorm.rms_norm(x, (n,), w, 1e-6, impl="triton", round_before_weight=True)
+    once = layernorm.rms_norm(x, (n,), w, 1e-6, impl="triton")
+    differ = (ours != theirs).float().mean().item()
+    assert differ <= 0.02, f"{differ:.1%} of elements differ from Llama's order"
+    assert (once != theirs).float().mean().item() > 4 * differ
