@@ -7,7 +7,7 @@
 #      (scripts/host_overhead.py), and every op against its peers (layernorm bench --host-time-only)
 #   5. layernorm bench (BENCH_OPS, default "layer_norm"; BENCH_ARGS passed through)
 #   6. experiments with --device cuda, when EXPERIMENTS names them (quick size; EXPERIMENT_SIZE)
-#   7. a training step of a whole model, when MODEL_STEP names them (gpt2, encoder); PROFILE=1 traces it
+#   7. a training step of a whole model, when MODEL_STEP names them (gpt2, encoder, llama); PROFILE=1 traces it
 # Output goes under $OUT (the device tool's folder; runs/device elsewhere). Each step runs even
 # when an earlier one failed; a summary is printed last and the exit status is 1 if any failed.
 #
@@ -130,7 +130,7 @@ for name in ${EXPERIMENTS-}; do
   step "exp:$name" $PY -m layernorm experiment "$name" --device cuda "${size_flag[@]}" --out "$OUT/experiments/$name"
 done
 
-# 7. a whole model's training step, torch's LayerNorm against layernorm.patch (MODEL_STEP="gpt2 encoder");
+# 7. a whole model's training step, its own norms against layernorm.patch (MODEL_STEP="gpt2 encoder llama");
 #    PROFILE=1 also traces one step of each variant and lists its host synchronizations
 for model in ${MODEL_STEP-}; do
   profile=()
