@@ -34,11 +34,11 @@ agree to that rounding). Mixed dtypes (float32 weights on bfloat16 input)
 follow the original's order step by step, so the output has the original's
 dtype.
 
-Gemma's RMS norms (Gemma, Gemma 2, Gemma 3 and others like them) store a
-weight centred on zero and multiply by ``1 + weight``
-(``weight_offset=1.0`` in the spec). The stored parameter stays the
-module's ``weight``, untouched; the offset goes to
-:func:`layernorm.rms_norm` as its ``weight_offset``, which adds it in
+Gemma's RMS norms (Gemma, Gemma 2, Gemma 3 and others like them) and
+Nemotron's layer norm (``LayerNorm1P``) store a weight centred on zero and
+multiply by ``1 + weight`` (``weight_offset=1.0`` in the spec). The stored parameter stays the
+module's ``weight``, untouched; the offset goes to :func:`layernorm.rms_norm`
+or :func:`layernorm.layer_norm` as its ``weight_offset``, which adds it in
 float32 inside the op, as Gemma does (``output * (1.0 + self.weight.float())``).
 The gradient of the weight is the same with or without the offset.
 """
@@ -79,8 +79,8 @@ class NormSpec:
             input's last dim when there is no weight.
         cast_order: one of :data:`CAST_ORDERS` (see the module docs).
         weight_offset: added to the weight inside the op (``1.0`` for
-            Gemma's ``1 + weight``; ``0.0``: the weight as it is). RMS norms
-            with a weight only.
+            Gemma's and Nemotron's ``1 + weight``; ``0.0``: the weight as it
+            is). Norms with a weight only.
     """
 
     kind: str
@@ -92,9 +92,8 @@ class NormSpec:
     weight_offset: float = 0.0
 
     def __post_init__(self):
-        if self.weight_offset and (self.kind != "rms" or not self.weight):
-            raise ValueError("weight_offset is for RMS norms with a weight only, "
-                             f"got kind={self.kind!r}, weight={self.weight}")
+        if self.weight_offset and not self.weight:
+            raise ValueError("weight_offset is for norms with a weight only")
 
     def describe(self) -> str:
         """A few words for ``repr``: the function that runs, the weight offset if any, and the cast order."""
@@ -118,7 +117,7 @@ def _normalize(kind: str, x: Tensor, shape, weight, bias, eps, impl, weight_offs
             return rms_norm(x, shape, None, eps, impl=impl)
         return rms_norm(x, shape, weight, eps, impl=impl, weight_offset=weight_offset,
                         round_before_weight=round_before_weight)
-    return layer_norm(x, shape, weight, bias, eps, impl=impl)
+    return layer_norm(x, shape, weight, bias, eps, impl=impl, weight_offset=weight_offset if weight is not None else 0.0)
 
 
 def normalize_in_order(

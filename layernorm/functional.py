@@ -155,6 +155,7 @@ def layer_norm(
     eps: float = 1e-5,
     *,
     impl: Optional[str] = None,
+    weight_offset: float = 0.0,
 ) -> Tensor:
     r"""Layer normalization over the trailing ``normalized_shape`` of ``input``.
 
@@ -171,6 +172,10 @@ def layer_norm(
         eps: added to the variance under the square root; ``>= 0``.
         impl: ``"torch"``, ``"reference"``, ``"triton"``, or ``None`` / ``"auto"`` (automatic);
             in any case, as for ``LAYERNORM_IMPL``.
+        weight_offset: keyword only, not in PyTorch's signature: the gain is
+            ``weight_offset + weight``, added in float32 (or float64) inside
+            the op, for norms that store their weight around zero (Nemotron's
+            ``LayerNorm1P`` scales by ``1 + weight``). As for :func:`rms_norm`.
 
     Example:
         >>> x = torch.randn(4, 10)
@@ -183,13 +188,23 @@ def layer_norm(
     check_parameter("bias", bias, shape, input)
     eps = check_eps(eps)
     impl = check_impl(impl)
+    weight_offset = check_weight_offset(weight_offset)
     input, weight, bias = _autocast_float32(input, weight, bias)
     chosen = resolve_impl(input, impl)
     if chosen == "triton":
-        return _kernels_ops().triton_layer_norm(input, shape, weight, bias, eps)
+        return _kernels_ops().triton_layer_norm(input, shape, weight, bias, eps, weight_offset)
+    return _layer_norm_on(chosen, input, shape, weight, bias, eps, weight_offset)
+
+
+def _layer_norm_on(chosen: str, x: Tensor, shape, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                   weight_offset: float) -> Tensor:
+    """LayerNorm on the reference or on PyTorch's op; an offset gain formed as the reference forms
+    it (in float32 or wider) and passed as the weight, so the gradient reaches ``weight`` unchanged."""
+    if weight_offset and weight is not None:
+        weight = reference._gain(weight, weight_offset)
     if chosen == "reference":
-        return reference.layer_norm(input, shape, weight, bias, eps)
-    return _torch_layer_norm(input, shape, weight, bias, eps)
+        return reference.layer_norm(x, shape, weight, bias, eps)
+    return _torch_layer_norm(x, shape, weight, bias, eps)
 
 
 def default_rms_norm_eps(dtype: torch.dtype) -> float:
@@ -306,6 +321,7 @@ def add_layer_norm(
     *,
     residual_in_fp32: bool = False,
     impl: Optional[str] = None,
+    weight_offset: float = 0.0,
 ) -> Tuple[Tensor, Tensor]:
     r"""The pre-norm transformer step: ``(layer_norm(input + residual), input + residual)``.
 
@@ -318,7 +334,8 @@ def add_layer_norm(
     ``residual=None`` is the first block: ``new_residual`` is ``input`` itself
     (cast as below). ``y`` has the input's dtype; ``new_residual`` has it too,
     or float32 when ``residual_in_fp32`` (keeps the residual stream exact
-    while the activations are half precision).
+    while the activations are half precision). ``weight_offset`` as for
+    :func:`layer_norm`.
     """
     shape = normalized_shape_tuple(normalized_shape)
     check_input(input, shape)
@@ -327,12 +344,14 @@ def add_layer_norm(
     check_parameter("bias", bias, shape, input)
     eps = check_eps(eps)
     impl = check_impl(impl)
+    weight_offset = check_weight_offset(weight_offset)
     chosen = resolve_impl(input, impl)
     if chosen == "triton":
-        return _kernels_ops().triton_add_layer_norm(input, residual, shape, weight, bias, eps, residual_in_fp32)
+        return _kernels_ops().triton_add_layer_norm(input, residual, shape, weight, bias, eps, residual_in_fp32,
+                                                    weight_offset)
     new_residual = _residual_sum(input, residual, residual_in_fp32)
-    norm = reference.layer_norm if chosen == "reference" else _torch_layer_norm
-    return norm(new_residual, shape, weight, bias, eps).to(input.dtype), new_residual
+    y = _layer_norm_on(chosen, new_residual, shape, weight, bias, eps, weight_offset)
+    return y.to(input.dtype), new_residual
 
 
 def add_rms_norm(

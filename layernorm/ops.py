@@ -392,10 +392,11 @@ def _norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residu
 
 
 def triton_layer_norm(
-    x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], bias: Optional[Tensor], eps: float
+    x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+    weight_offset: float = 0.0,
 ) -> Tensor:
-    """LayerNorm of ``x`` over ``normalized_shape`` on the Triton kernels."""
-    return _norm(x, None, normalized_shape, weight, bias, eps, False, False, False)
+    """LayerNorm of ``x`` over ``normalized_shape`` on the Triton kernels (gain ``weight_offset + weight``)."""
+    return _norm(x, None, normalized_shape, weight, bias, eps, False, False, False, weight_offset)
 
 
 def triton_rms_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], eps: float,
@@ -412,9 +413,10 @@ def triton_add_layer_norm(
     bias: Optional[Tensor],
     eps: float,
     residual_in_fp32: bool = False,
+    weight_offset: float = 0.0,
 ) -> Tuple[Tensor, Tensor]:
     """(LayerNorm(x + residual), x + residual) in one pass; r' in float32 when ``residual_in_fp32``."""
-    return _norm(x, residual, normalized_shape, weight, bias, eps, False, True, residual_in_fp32)
+    return _norm(x, residual, normalized_shape, weight, bias, eps, False, True, residual_in_fp32, weight_offset)
 
 
 def triton_add_rms_norm(

@@ -4,9 +4,9 @@
 (:mod:`layernorm.recognize`): PyTorch's ``torch.nn.LayerNorm`` and
 ``torch.nn.RMSNorm`` and their subclasses, and the norms of model libraries,
 HuggingFace's ``LlamaRMSNorm``, ``T5LayerNorm`` and the like, whatever their
-class is called or where they keep epsilon, and Gemma's RMS norms, which
-multiply by ``1 + weight`` (ours runs them with ``weight_offset=1.0``; the
-stored weight is the module's own, unchanged). Each candidate runs beside its
+class is called or where they keep epsilon, and Gemma's RMS norms and
+Nemotron's layer norm, which multiply by ``1 + weight`` (ours runs them with
+``weight_offset=1.0``; the stored weight is the module's own, unchanged). Each candidate runs beside its
 replacement on probe inputs, in float32 and in lower precision, and is
 swapped only when the two agree to rounding.
 
@@ -21,9 +21,9 @@ assigns the original classes back.
 
 ``patch`` returns a :class:`~layernorm.patch_report.PatchReport`: the number
 of modules replaced (an ``int``, as before), how many of each class, and the
-norm-like modules it left with the reason: a forward it does not recognise, a
-failed verification, a layer norm with a ``1 + weight`` offset (Nemotron's
-``LayerNorm1P``), a parametrized weight (``torch.nn.utils.parametrize``),
+norm-like modules it left with the reason: a forward it does not recognise
+(one that takes more than the input, as Mamba 2's gated norm does), a failed
+verification, a parametrized weight (``torch.nn.utils.parametrize``),
 sharding by FSDP. Each module left is also a
 :class:`~layernorm.patch_report.PatchWarning`.
 

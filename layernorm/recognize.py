@@ -13,10 +13,9 @@ Recognition goes by what a module has and does, not by its class name:
    would hide a weight that is ignored). In float32 the output must be, to
    float32 rounding, a layer norm or an RMS norm over the trailing dims with
    the module's epsilon (computed by :mod:`layernorm.reference` in float64).
-   An RMS norm that multiplies by ``1 + weight`` (Gemma) is recognised too:
-   ours runs it with ``weight_offset=1.0``, on the module's own weight. A
-   layer norm that does (Nemotron's ``LayerNorm1P``) is left:
-   :func:`layernorm.layer_norm` takes no weight offset.
+   A norm that multiplies by ``1 + weight`` (Gemma's RMS norms, Nemotron's
+   ``LayerNorm1P``) is recognised too: ours runs it with
+   ``weight_offset=1.0``, on the module's own weight.
 3. The replacement then runs beside the original on more probes: float32,
    bfloat16, the two mixed cases (bfloat16 parameters on float32 input and the
    reverse; they tell the cast orders of :mod:`layernorm.adopted` apart), and
@@ -46,9 +45,8 @@ from . import reference
 from .adopted import CAST_ORDERS, WEIGHT_THEN_CAST, AdoptedNorm, NormSpec, adopted_class
 from .modules import LayerNorm, RMSNorm
 
-__all__ = ["Verdict", "looks_like_norm", "examine", "is_ours", "fsdp_roots", "OFFSET_REASON"]
+__all__ = ["Verdict", "looks_like_norm", "examine", "is_ours", "fsdp_roots"]
 
-OFFSET_REASON = "a layer norm with a weight offset (1 + weight): not supported, only RMS norms take one"
 _OFFSET = 1.0  # the weight offset recognised: x_hat * (1 + weight)
 
 # PyTorch's classes -> ours; they need no adopted class (ours subclass them).
@@ -277,8 +275,6 @@ def _identify(module, device, generator) -> Tuple[Optional[Tuple[str, str, float
                 if _agree(y, expected, torch.float32)[0]:
                     if kind == "rms" and has_bias:
                         return None, "unknown forward: an RMS norm with a bias (not supported)"
-                    if kind == "layer" and offset:
-                        return None, OFFSET_REASON
                     return (kind, eps_name, offset), ""
     eps_names = " or ".join(f"{name}={value}" for name, value in epsilon_attributes(module))
     return None, ("unknown forward: it does not compute a layer norm or an RMS norm over the last "

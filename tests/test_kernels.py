@@ -851,3 +851,29 @@ def test_round_before_weight_rounds_where_llama_does(path, dtype, offset, add):
     assert differ <= 0.02, f"{differ:.1%} of elements differ from Llama's order"
     # the test can tell the orders apart: rounding once gives other numbers
     assert (once != theirs).float().mean().item() > 4 * differ
+
+
+@pytest.mark.parametrize("path", list(OFFSET_PATHS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("add", [False, True], ids=["layer", "add_layer"])
+def test_layer_norm_weight_offset_scales_by_offset_plus_weight(path, dtype, add):
+    """Nemotron's LayerNorm1P: x_hat * (1 + weight) + bias, the weight stored around zero."""
+    n = 40
+    x, r = activations(5, n, dtype=dtype), randn(5, n, dtype=dtype, seed=3)
+    w, b = (0.1 * randn(n, seed=4)).to(dtype), randn(n, seed=5).to(dtype)
+    dy = randn(5, n, dtype=dtype, seed=7)
+    xs, rs, ws, bs = leaves(x, r, w, b)
+    with table.forced(**OFFSET_PATHS[path]):
+        if add:
+            y, s = ops.triton_add_layer_norm(xs, rs, (n,), ws, bs, 1e-5, False, 1.0)
+        else:
+            y = ops.triton_layer_norm(xs, (n,), ws, bs, 1e-5, 1.0)
+        y.backward(dy)
+    x64, r64, w64, b64 = leaves(*(t.double() for t in (x, r, w, b)))
+    ref = F.layer_norm(x64 + r64 if add else x64, (n,), 1.0 + w64, b64, 1e-5)
+    ref.backward(dy.double())
+    bound = 4 * ATOL[dtype] if dtype != torch.float32 else 1e-5
+    assert error(y, ref) < bound
+    assert error(xs.grad, x64.grad) < bound
+    assert error(ws.grad, w64.grad) < 8 * bound  # a sum over rows
+    assert error(bs.grad, b64.grad) < 8 * bound

@@ -410,3 +410,25 @@ def test_round_before_weight_keeps_gradients(impl):
 def test_round_before_weight_is_checked(value):
     with pytest.raises(TypeError, match="round_before_weight"):
         layernorm.rms_norm(torch.randn(2, 4), 4, torch.randn(4), round_before_weight=value)
+
+
+@pytest.mark.parametrize("impl", ["torch", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_layer_norm_weight_offset_is_one_plus_weight(impl, dtype):
+    x, r = randn(4, 3, 16, dtype=torch.float64, seed=1), randn(4, 3, 16, dtype=torch.float64, seed=2)
+    w, b = 0.1 * randn(16, dtype=torch.float64, seed=3), randn(16, dtype=torch.float64, seed=4)
+    xs, ws, bs = (t.to(dtype).requires_grad_() for t in (x, w, b))
+    y = layernorm.layer_norm(xs, 16, ws, bs, 1e-5, impl=impl, weight_offset=1.0)
+    y.backward(torch.ones_like(y))
+    x64, w64, b64 = (t.to(dtype).double().requires_grad_() for t in (x, w, b))
+    expected = F.layer_norm(x64, (16,), 1.0 + w64, b64, 1e-5)
+    expected.backward(torch.ones_like(expected))
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    assert y.dtype == dtype and ws.grad.dtype == dtype
+    torch.testing.assert_close(y.double(), expected.detach(), atol=tol, rtol=tol)
+    torch.testing.assert_close(xs.grad.double(), x64.grad, atol=tol, rtol=tol)
+    torch.testing.assert_close(ws.grad.double(), w64.grad, atol=8 * tol, rtol=tol)
+    y2, s = layernorm.add_layer_norm(x.to(dtype), r.to(dtype), 16, w.to(dtype), b.to(dtype), 1e-5, impl=impl,
+                                     weight_offset=1.0)
+    torch.testing.assert_close(y2.double(), F.layer_norm(s.double(), (16,), 1.0 + w.to(dtype).double(),
+                                                         b.to(dtype).double(), 1e-5), atol=tol, rtol=tol)

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import layernorm
-from layernorm.recognize import OFFSET_REASON
 
 
 def tiny_gpt2():
@@ -93,7 +92,7 @@ class LayerNorm1P(torch.nn.LayerNorm):
         return torch.nn.functional.layer_norm(x, self.normalized_shape, self.weight + 1.0, self.bias, self.eps)
 
 
-def test_patch_runs_offset_rms_norms_and_leaves_offset_layer_norms():
+def test_patch_runs_offset_norms_and_leaves_other_offsets():
     torch.manual_seed(0)
     model = torch.nn.Sequential(ZeroCenteredRMSNorm(24), LayerNorm1P(24), ZeroCenteredRMSNorm(24, offset=2.0))
     with torch.no_grad():
@@ -104,9 +103,9 @@ def test_patch_runs_offset_rms_norms_and_leaves_offset_layer_norms():
     with pytest.warns(layernorm.PatchWarning):
         report = layernorm.patch(model)
 
-    assert report == 1 and report.replaced == {"ZeroCenteredRMSNorm": 1}
+    assert report == 2 and report.replaced == {"ZeroCenteredRMSNorm": 1, "LayerNorm1P": 1}
     reasons = {item.name: item.reason for item in report.left}
-    assert reasons["1"] == OFFSET_REASON
+    assert list(reasons) == ["2"]
     assert reasons["2"].startswith("unknown forward: it does not compute")  # only 1 + weight is recognised
     norm = model[0]
     assert norm.layernorm_spec.weight_offset == 1.0 and norm.layernorm_spec.cast_order == "cast_then_weight"
@@ -128,5 +127,31 @@ def test_patch_runs_offset_rms_norms_and_leaves_offset_layer_norms():
             allowed = 2 * eps * (expected.double().abs() + expected.double().abs().mean())
             assert ((actual.double() - expected.double()).abs() <= allowed).all(), (x_dtype, p_dtype)
 
-    assert layernorm.unpatch(model) == 1
+    assert layernorm.unpatch(model) == 2
     assert [type(m) for m in model] == original and torch.equal(model[0].weight, stored)
+
+
+def test_an_offset_layer_norm_runs_layer_norm_with_the_offset():
+    torch.manual_seed(0)
+    norm = LayerNorm1P(24)
+    with torch.no_grad():
+        norm.weight.normal_(0.0, 0.5)
+        norm.bias.normal_(0.0, 0.5)
+    x = torch.randn(3, 5, 24) * 2 + 0.5
+    with torch.no_grad():
+        expected = norm(x)
+    stored = norm.weight.detach().clone()
+    assert layernorm.patch(norm) == 1
+    assert norm.layernorm_spec.kind == "layer" and norm.layernorm_spec.weight_offset == 1.0
+    assert torch.equal(norm.weight, stored)
+    for impl in ("torch", "reference"):
+        norm.impl = impl
+        with torch.no_grad():
+            torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
+    dy = torch.randn(3, 5, 24)
+    x.requires_grad_()
+    ours = torch.autograd.grad(norm(x), (x, norm.weight, norm.bias), dy)
+    layernorm.unpatch(norm)
+    theirs = torch.autograd.grad(norm(x), (x, norm.weight, norm.bias), dy)
+    for got, want in zip(ours, theirs):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

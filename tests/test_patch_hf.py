@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import layernorm
-from layernorm.recognize import OFFSET_REASON, is_ours
+from layernorm.recognize import is_ours
 
 transformers = pytest.importorskip("transformers")
 
@@ -51,9 +51,15 @@ MODELS = {
                                              word_embed_proj_dim=32)),
     "nemotron": ("NemotronForCausalLM", lambda: _config("NemotronConfig", head_dim=8, partial_rotary_factor=0.5,
                                                        **SMALL)),
+    "mamba2": ("Mamba2ForCausalLM", lambda: _config("Mamba2Config", hidden_size=32, num_hidden_layers=2, num_heads=4,
+                                                   head_dim=16, state_size=8, n_groups=1, expand=2,
+                                                   vocab_size=VOCAB)),
 }
-OFFSET_MODELS = {"gemma", "gemma2", "gemma3"}  # every norm an RMS norm of 1 + weight: replaced, weight_offset=1
-LEFT_MODELS = {"nemotron": OFFSET_REASON}  # every norm a layer norm of 1 + weight: left, with this reason
+# Every norm 1 + weight (Gemma's RMS norms, Nemotron's layer norm): replaced, with weight_offset=1.
+OFFSET_MODELS = {"gemma", "gemma2", "gemma3", "nemotron"}
+GATED_REASON = "unknown forward: it takes more than the input (gate)"
+# model -> {class of the norms left: the reason}; every other norm is replaced.
+LEFT_MODELS = {"mamba2": {"MambaRMSNormGated": GATED_REASON}}
 
 
 def is_norm(module):
@@ -111,22 +117,20 @@ def test_patch_replaces_every_norm_and_keeps_logits(name):
 
     report, warned = patch_recording_warnings(model)
 
-    if name in LEFT_MODELS:  # recognised, reported, left alone
-        reason = LEFT_MODELS[name]
-        assert report == 0 and report.replaced == {}
-        assert sorted(item.name for item in report.left) == sorted(norms)
-        assert {item.reason for item in report.left} == {reason}
-        assert len(warned) == len(norms) and all(reason in str(w.message) for w in warned)
-        assert all(type(m) is classes[n] for n, m in norms.items())
-    else:
-        assert report == len(norms)
-        assert report.replaced == dict(Counter(cls.__name__ for cls in classes.values()))
-        assert report.left == () and warned == []
-        offset = 1.0 if name in OFFSET_MODELS else 0.0
-        for n, m in norms.items():
-            assert is_ours(type(m)) and isinstance(m, classes[n]), n
-            spec = getattr(m, "layernorm_spec", None)  # None: PyTorch's own class, now ours
-            assert (spec.weight_offset if spec else 0.0) == offset, n
+    reasons = LEFT_MODELS.get(name, {})  # recognised as norm-like, reported, left alone
+    left = {n for n, cls in classes.items() if cls.__name__ in reasons}
+    assert sorted(item.name for item in report.left) == sorted(left)
+    assert all(item.reason == reasons[classes[item.name].__name__] for item in report.left)
+    assert len(warned) == len(left) and all(GATED_REASON in str(w.message) for w in warned)
+    assert all(type(norms[n]) is classes[n] for n in left)
+    replaced = {n: m for n, m in norms.items() if n not in left}
+    assert replaced and report == len(replaced)
+    assert report.replaced == dict(Counter(classes[n].__name__ for n in replaced))
+    offset = 1.0 if name in OFFSET_MODELS else 0.0
+    for n, m in replaced.items():
+        assert is_ours(type(m)) and isinstance(m, classes[n]), n
+        spec = getattr(m, "layernorm_spec", None)  # None: PyTorch's own class, now ours
+        assert (spec.weight_offset if spec else 0.0) == offset, n
     # The same Parameter objects under the same names, and the same values (an offset stays out of
     # the stored weight): optimizers and state dicts keep working.
     assert [k for k, _ in model.named_parameters()] == list(params)
@@ -361,11 +365,11 @@ def test_fsdp_wrapped_norms_are_left(tmp_path):
 
 
 def test_patch_warns_can_be_turned_off():
-    model = build("nemotron")
+    model = build("mamba2")
     with warnings.catch_warnings():
         warnings.simplefilter("error", layernorm.PatchWarning)
         report = layernorm.patch(model, warn=False)
-    assert len(report.left) == 5 and "NemotronLayerNorm1P x5: " + OFFSET_REASON in str(report)
+    assert len(report.left) == 2 and "MambaRMSNormGated x2: " + GATED_REASON in str(report)
 
 
 # ---------------------------------------------------------------------------
@@ -397,11 +401,12 @@ def test_patch_transformers_for_every_type_warns_once_per_module_left():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             gemma = build("gemma")  # offset RMS norms: replaced, nothing to warn about
-            nemotron = build("nemotron")  # NemotronModel's post_init, then NemotronForCausalLM's
+            mamba2 = build("mamba2")  # Mamba2Model's post_init, then Mamba2ForCausalLM's
         assert all(is_ours(type(m)) for m in gemma.modules() if is_norm(m))
         left = [w for w in caught if issubclass(w.category, layernorm.PatchWarning)]
-        assert len(left) == sum(1 for m in nemotron.modules() if is_norm(m)) == 5
-        assert all(OFFSET_REASON in str(w.message) for w in left)
+        gated = [m for m in mamba2.modules() if type(m).__name__ == "MambaRMSNormGated"]
+        assert len(left) == len(gated) == 2
+        assert all(GATED_REASON in str(w.message) for w in left)
     finally:
         layernorm.unpatch_transformers()
     handle.undo()  # already undone: nothing to do
