@@ -30,34 +30,34 @@ class _TransformableNorm(torch.autograd.Function):
     """ops._EagerNorm in setup_context form; returns (y, r' or empty, mean or empty, rstd)."""
 
     @staticmethod
-    def forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32,
-                weight_offset, round_before_weight):
-        y, r_out, mean, rstd = ops._forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
-                                            residual_in_fp32, weight_offset, round_before_weight)
+    def forward(x, residual, weight, bias, normalized_ndim, eps, v):
+        y, r_out, mean, rstd = ops._forward(x, residual, weight, bias, normalized_ndim, eps, v)
         return y, ops._placeholder(x) if r_out is None else r_out, ops._placeholder(x) if mean is None else mean, rstd
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, _, weight_offset, _round = inputs
+        x, residual, weight, bias, normalized_ndim, eps, v = inputs
         _, r_out, mean, rstd = output
-        ops._save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out,
-                  None if is_rms else mean, rstd, False, eps, weight_offset)
-        ctx.save_for_forward(r_out if store_residual else x, None if is_rms else mean, rstd, weight)
+        ops._save(ctx, x, residual, weight, bias, normalized_ndim, eps, v, r_out, None if v.is_rms else mean, rstd,
+                  False)
+        ctx.save_for_forward(r_out if v.store_residual else x, None if v.is_rms else mean, rstd, weight)
         # one call: each call replaces the set the last one marked
-        ctx.mark_non_differentiable(mean, rstd, *(() if store_residual else (r_out,)))
+        ctx.mark_non_differentiable(mean, rstd, *(() if v.store_residual else (r_out,)))
 
     @staticmethod
     def backward(ctx, dy, dr_out, _dmean, _drstd):
         saved = ctx.saved_tensors
-        dr_out = dr_out if ctx.spec[2] else None
+        dr_out = dr_out if ctx.spec.variant.store_residual else None
         with torch.enable_grad() if torch._C._are_functorch_transforms_active() else contextlib.nullcontext():
             grads = ops._input_grads(ctx, dy, dr_out, saved)
-        return (*grads, None, None, None, None, None, None, None)
+        return (*grads, None, None, None)
 
     @staticmethod
     def jvp(ctx, tx, tres, tw, tb, *_):
         x_or_r, mean, rstd, weight = ctx.saved_tensors
-        normalized_ndim, is_rms, store_residual, x_dtype, _, _, _, weight_offset = ctx.spec
+        spec = ctx.spec
+        normalized_ndim, x_dtype, v = spec.normalized_ndim, spec.x_dtype, spec.variant
+        is_rms, store_residual = v.is_rms, v.store_residual
         dims = tuple(range(x_or_r.dim() - normalized_ndim, x_or_r.dim()))
         rows = x_or_r.shape[: x_or_r.dim() - normalized_ndim] + (1,) * normalized_ndim
         compute = torch.promote_types(x_or_r.dtype, torch.float32)
@@ -69,7 +69,7 @@ class _TransformableNorm(torch.autograd.Function):
             t_hat = t_hat - t.mean(dims, keepdim=True)
         ty = r * t_hat
         if weight is not None:
-            ty = ty * reference._gain(weight, weight_offset).to(compute)
+            ty = ty * reference._gain(weight, v.weight_offset).to(compute)
         if tw is not None:
             ty = ty + x_hat * tw.to(compute)
         if tb is not None:
@@ -77,24 +77,21 @@ class _TransformableNorm(torch.autograd.Function):
         return ty.to(x_dtype), t.to(x_or_r.dtype) if store_residual else None, None, None
 
     @staticmethod
-    def vmap(info, in_dims, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, fp32, offset,
-             round_first):
+    def vmap(info, in_dims, x, residual, weight, bias, normalized_ndim, eps, v):
         x_dim, r_dim, w_dim, b_dim = in_dims[:4]
         size = info.batch_size
         if w_dim is None and b_dim is None:  # the vmapped dim is one more batch dim of the rows
             x = _batched_front(x, x_dim, size)
             residual = None if residual is None else _batched_front(residual, r_dim, size)
-            y, r_out, mean, rstd = _TransformableNorm.apply(x, residual, weight, bias, normalized_ndim, eps, is_rms,
-                                                            store_residual, fp32, offset, round_first)
+            y, r_out, mean, rstd = _TransformableNorm.apply(x, residual, weight, bias, normalized_ndim, eps, v)
             per_row = lambda t: t.reshape(size, -1) if t.numel() else t  # noqa: E731
             return ((y, r_out, per_row(mean), per_row(rstd)),
-                    (0, 0 if store_residual else None, 0 if mean.numel() else None, 0))
+                    (0, 0 if v.store_residual else None, 0 if mean.numel() else None, 0))
         outs = []
         for i in range(size):  # a weight or bias per slice: each slice on its own
             pick = lambda t, d: t if t is None or d is None else t.select(d, i)  # noqa: E731
             outs.append(_TransformableNorm.apply(pick(x, x_dim), pick(residual, r_dim), pick(weight, w_dim),
-                                                pick(bias, b_dim), normalized_ndim, eps, is_rms, store_residual, fp32,
-                                                offset, round_first))
+                                                pick(bias, b_dim), normalized_ndim, eps, v))
         stacked = tuple(torch.stack(parts) if parts[0].numel() else parts[0] for parts in zip(*outs))
         return stacked, tuple(0 if t.numel() else None for t in stacked)
 
@@ -109,10 +106,7 @@ def _sum_tangents(tx, tres, like, compute):
     return t if tres is None else t + tres.to(compute)
 
 
-def norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32,
-         weight_offset=0.0, round_before_weight=False):
+def norm(x, residual, normalized_shape, weight, bias, eps, v: "ops.Variant"):
     """ops._norm under a torch.func transform: y, or (y, r')."""
-    y, r_out, _, _ = _TransformableNorm.apply(x, residual, weight, bias, len(normalized_shape), float(eps), is_rms,
-                                              store_residual, residual_in_fp32, float(weight_offset),
-                                              bool(round_before_weight))
-    return (y, r_out) if store_residual else y
+    y, r_out, _, _ = _TransformableNorm.apply(x, residual, weight, bias, len(normalized_shape), float(eps), v)
+    return (y, r_out) if v.store_residual else y

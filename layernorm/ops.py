@@ -30,6 +30,8 @@ import contextlib
 import importlib.util
 import math
 import os
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -55,6 +57,56 @@ def triton_supported(x: Tensor) -> bool:
     if not HAS_TRITON or x.dtype not in SUPPORTED_DTYPES:
         return False
     return x.is_cuda or (x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+
+
+# ---------------------------------------------------------------------------
+# Which op of the family a call runs.
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Everything about an op but its tensors and eps, by name.
+
+    Attributes:
+        is_rms: RMSNorm (no mean, no bias) instead of LayerNorm.
+        store_residual: the fused pre-norm add: ``r' = x + residual`` is
+            normalised and returned beside ``y``.
+        residual_in_fp32: ``r'`` is stored in float32 (with ``store_residual``).
+        weight_offset: the gain is ``weight_offset + weight`` (``1.0`` for
+            Gemma's and Nemotron's norms).
+        round_before_weight: x_hat is rounded to y's dtype before the gain
+            multiplies it (Llama's order); forward only.
+    """
+
+    is_rms: bool = False
+    store_residual: bool = False
+    residual_in_fp32: bool = False
+    weight_offset: float = 0.0
+    round_before_weight: bool = False
+
+    def operator_args(self) -> Tuple[bool, bool, bool, float, bool]:
+        """The fields in the order of ``layernorm::norm_fwd``'s trailing arguments."""
+        return (self.is_rms, self.store_residual, self.residual_in_fp32, self.weight_offset,
+                self.round_before_weight)
+
+
+@lru_cache(maxsize=None)
+def variant(is_rms: bool, store_residual: bool = False, residual_in_fp32: bool = False, weight_offset: float = 0.0,
+            round_before_weight: bool = False) -> Variant:
+    """One shared object per variant: a call builds none (a frozen dataclass costs host time)."""
+    return Variant(is_rms, store_residual, residual_in_fp32, float(weight_offset), bool(round_before_weight))
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """What the backward needs besides the saved tensors."""
+
+    variant: Variant
+    normalized_ndim: int
+    eps: float
+    x_dtype: torch.dtype
+    residual_dtype: Optional[torch.dtype]  # None: no residual input
+    compiling: bool  # the forward ran as the operator (torch.compile): the backward calls norm_bwd
 
 
 # ---------------------------------------------------------------------------
@@ -118,25 +170,21 @@ def _forward(
     bias: Optional[Tensor],
     normalized_ndim: int,
     eps: float,
-    is_rms: bool,
-    store_residual: bool,
-    residual_in_fp32: bool,
-    weight_offset: float = 0.0,
-    round_before_weight: bool = False,
+    v: Variant,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
     """(y, r' or None, mean or None, rstd); the row statistics are float32 of shape (M,)."""
     m = _num_rows(x, normalized_ndim)
     n = x.numel() // m if m else math.prod(x.shape[x.dim() - normalized_ndim:])
     r_dtype = None
-    if store_residual:
-        r_dtype = torch.float32 if residual_in_fp32 else x.dtype
+    if v.store_residual:
+        r_dtype = torch.float32 if v.residual_in_fp32 else x.dtype
     with _on_device_of(x):
         y, r_out, mean, rstd = _kernels().norm_forward(
             _rows(x, m, n),
             None if residual is None else _rows(residual, m, n),
             _param(weight, n),
             _param(bias, n),
-            eps, is_rms, r_dtype, weight_offset, round_before_weight,
+            eps, v.is_rms, r_dtype, v.weight_offset, v.round_before_weight,
         )
     if y.shape != x.shape:
         y = y.view(x.shape)
@@ -183,7 +231,8 @@ def _backward(
 
 
 # ---------------------------------------------------------------------------
-# torch.library operators (what torch.compile sees).
+# torch.library operators (what torch.compile sees). Their schemas take only
+# primitives, so the variant travels as its fields, in Variant.operator_args order.
 
 
 @torch.library.custom_op("layernorm::norm_fwd", mutates_args=())
@@ -201,8 +250,8 @@ def norm_fwd(
     round_before_weight: bool,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y, r' or empty, mean or empty, rstd) of ``norm(x [+ residual])``."""
-    y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
-                                    residual_in_fp32, weight_offset, round_before_weight)
+    v = variant(is_rms, store_residual, residual_in_fp32, weight_offset, round_before_weight)
+    y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, v)
     return y, _placeholder(x) if r_out is None else r_out, _placeholder(x) if mean is None else mean, rstd
 
 
@@ -259,22 +308,19 @@ def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
 def _input_grads(ctx, dy, dr_out, saved):
     """Gradients of (x, residual, weight, bias) from those of (y, r'); shared by both paths."""
     x_or_r, mean, rstd, weight, bias = saved
-    normalized_ndim, is_rms, store_residual, x_dtype, residual_dtype, compiling, _eps, weight_offset = ctx.spec
+    spec: _Saved = ctx.spec
+    v = spec.variant
     if torch.is_grad_enabled():  # backward(create_graph=True): gradients that can be differentiated again
         return _differentiable_input_grads(ctx, dy, dr_out, saved)
     if dy is None:
-        dy = torch.zeros_like(x_or_r, dtype=x_dtype)  # y has x's dtype
-    dres = dr_out if store_residual else None
+        dy = torch.zeros_like(x_or_r, dtype=spec.x_dtype)  # y has x's dtype
+    dres = dr_out if v.store_residual else None
     need_dw, need_db = ctx.needs_input_grad[2], ctx.needs_input_grad[3]  # frozen parameters: no sums
-    if compiling:
-        dx, dw, db = torch.ops.layernorm.norm_bwd(
-            dy, x_or_r, dres, mean, rstd, weight, bias, normalized_ndim, is_rms, need_dw, need_db, weight_offset
-        )
-    else:
-        dx, dw, db = _backward(dy, x_or_r, dres, mean, rstd, weight, bias, normalized_ndim, is_rms,
-                               need_dw, need_db, weight_offset)
-    grad_residual = None if residual_dtype is None else _cast(dx, residual_dtype)
-    return (_cast(dx, x_dtype), grad_residual, dw if weight is not None and need_dw else None,
+    backward = torch.ops.layernorm.norm_bwd if spec.compiling else _backward
+    dx, dw, db = backward(dy, x_or_r, dres, mean, rstd, weight, bias, spec.normalized_ndim, v.is_rms, need_dw, need_db,
+                          v.weight_offset)
+    grad_residual = None if spec.residual_dtype is None else _cast(dx, spec.residual_dtype)
+    return (_cast(dx, spec.x_dtype), grad_residual, dw if weight is not None and need_dw else None,
             db if bias is not None and need_db else None)
 
 
@@ -292,45 +338,43 @@ def _differentiable_input_grads(ctx, dy, dr_out, saved):
     from . import reference
 
     x_or_r, _, _, weight, bias = saved
-    normalized_ndim, is_rms, store_residual, x_dtype, residual_dtype, _, eps, weight_offset = ctx.spec
-    shape = tuple(x_or_r.shape[x_or_r.dim() - normalized_ndim:])
+    spec: _Saved = ctx.spec
+    v = spec.variant
+    shape = tuple(x_or_r.shape[x_or_r.dim() - spec.normalized_ndim:])
     if dy is None:
-        dy = torch.zeros_like(x_or_r, dtype=x_dtype)
-    gain = reference._gain(weight, weight_offset)  # the gain the forward used, as a function of the weight
-    if is_rms:
-        _, rstd = reference.rms_norm_forward(x_or_r, shape, None, eps)
+        dy = torch.zeros_like(x_or_r, dtype=spec.x_dtype)
+    gain = reference._gain(weight, v.weight_offset)  # the gain the forward used, as a function of the weight
+    if v.is_rms:
+        _, rstd = reference.rms_norm_forward(x_or_r, shape, None, spec.eps)
         dx, dw = reference.rms_norm_backward(dy, x_or_r, gain, rstd)
         db = None
     else:
-        _, mean, rstd = reference.layer_norm_forward(x_or_r, shape, None, None, eps)
+        _, mean, rstd = reference.layer_norm_forward(x_or_r, shape, None, None, spec.eps)
         dx, dw, db = reference.layer_norm_backward(dy, x_or_r, gain, mean, rstd, with_bias=bias is not None)
         db = None if db is None else db.to(bias.dtype)
     dw = None if dw is None else dw.to(weight.dtype)  # the gain's dtype may be wider than the weight's
-    if store_residual and dr_out is not None:
+    if v.store_residual and dr_out is not None:
         dx = dx + dr_out
-    grad_residual = None if residual_dtype is None else dx.to(residual_dtype)
-    return (dx.to(x_dtype), grad_residual, dw if ctx.needs_input_grad[2] else None,
+    grad_residual = None if spec.residual_dtype is None else dx.to(spec.residual_dtype)
+    return (dx.to(spec.x_dtype), grad_residual, dw if ctx.needs_input_grad[2] else None,
             db if ctx.needs_input_grad[3] else None)
 
 
-def _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, compiling, eps,
-          weight_offset=0.0):
-    """What the backward needs: the tensors, and the call's constants in one tuple (one attribute
-    to set and to read back instead of eight)."""
-    ctx.save_for_backward(r_out if store_residual else x, mean, rstd, weight, bias)
-    ctx.spec = (normalized_ndim, is_rms, store_residual, x.dtype, None if residual is None else residual.dtype,
-                compiling, eps, weight_offset)
+def _save(ctx, x, residual, weight, bias, normalized_ndim, eps, v: Variant, r_out, mean, rstd, compiling: bool):
+    """What the backward needs: the tensors, and the call's constants in one object."""
+    ctx.save_for_backward(r_out if v.store_residual else x, mean, rstd, weight, bias)
+    ctx.spec = _Saved(v, normalized_ndim, eps, x.dtype, None if residual is None else residual.dtype, compiling)
 
 
 def _setup_context(ctx, inputs, output):
-    x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, _fp32, weight_offset, _round = inputs
+    x, residual, weight, bias, normalized_ndim, eps, *fields = inputs
     _, r_out, mean, rstd = output
-    _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, True, eps,
-          weight_offset)
+    _save(ctx, x, residual, weight, bias, normalized_ndim, eps, variant(*fields), r_out, mean, rstd, True)
 
 
 def _norm_fwd_backward(ctx, dy, dr_out, _dmean, _drstd):
-    return (*_input_grads(ctx, dy, dr_out, ctx.saved_tensors), None, None, None, None, None, None, None)
+    # one None per argument after the four tensors: normalized_ndim, eps and the variant's five fields
+    return (*_input_grads(ctx, dy, dr_out, ctx.saved_tensors), *(None,) * 7)
 
 
 norm_fwd.register_autograd(_norm_fwd_backward, setup_context=_setup_context)
@@ -343,52 +387,46 @@ norm_fwd.register_autograd(_norm_fwd_backward, setup_context=_setup_context)
 
 class _EagerNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual, residual_in_fp32,
-                weight_offset, round_before_weight):
-        y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, is_rms, store_residual,
-                                        residual_in_fp32, weight_offset, round_before_weight)
-        _save(ctx, x, residual, weight, bias, normalized_ndim, is_rms, store_residual, r_out, mean, rstd, False, eps,
-              weight_offset)
-        return (y, r_out) if store_residual else y
+    def forward(ctx, x, residual, weight, bias, normalized_ndim, eps, v):
+        y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, v)
+        _save(ctx, x, residual, weight, bias, normalized_ndim, eps, v, r_out, mean, rstd, False)
+        return (y, r_out) if v.store_residual else y
 
     @staticmethod
     def backward(ctx, *grads):
-        dr_out = grads[1] if ctx.spec[2] else None
-        return (*_input_grads(ctx, grads[0], dr_out, ctx.saved_tensors), None, None, None, None, None, None, None)
+        dr_out = grads[1] if ctx.spec.variant.store_residual else None
+        return (*_input_grads(ctx, grads[0], dr_out, ctx.saved_tensors), None, None, None)
 
 
 def _wants_grad(*tensors: Optional[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32,
-          weight_offset=0.0, round_before_weight=False):
-    """y, or (y, r') when ``store_residual``; the gain is ``weight_offset + weight``, applied to x_hat
-    rounded to y's dtype first when ``round_before_weight``. (The backward is the same either way:
-    the rounding's derivative is taken as 1, as autograd takes that of a cast.)"""
+def _norm(x, residual, normalized_shape, weight, bias, eps, v: Variant):
+    """y, or (y, r') when ``v.store_residual``; the gain is ``v.weight_offset + weight``, applied to
+    x_hat rounded to y's dtype first when ``v.round_before_weight``. (The backward is the same
+    either way: the rounding's derivative is taken as 1, as autograd takes that of a cast.)"""
     if type(x) is not Tensor and dtensor.is_dtensor(x):  # tensor / sequence parallel: each rank its rows
-        return dtensor.norm_on_local_rows(
-            lambda x, r, w, b: _norm(x, r, normalized_shape, w, b, eps, is_rms, store_residual, residual_in_fp32,
-                                     weight_offset, round_before_weight),
-            x, residual, len(normalized_shape), weight, bias, store_residual)
+        return dtensor.norm_on_local_rows(lambda x, r, w, b: _norm(x, r, normalized_shape, w, b, eps, v),
+                                          x, residual, len(normalized_shape), weight, bias, v.store_residual)
     if torch._C._are_functorch_transforms_active():  # vmap, grad, jvp: the autograd function they need
         from . import func
 
-        return func.norm(x, residual, normalized_shape, weight, bias, eps, is_rms, store_residual, residual_in_fp32,
-                         weight_offset, round_before_weight)
-    args = (x, residual, weight, bias, len(normalized_shape), float(eps), is_rms, store_residual, residual_in_fp32,
-            float(weight_offset), bool(round_before_weight))
+        return func.norm(x, residual, normalized_shape, weight, bias, eps, v)
+    eps = float(eps)
     if torch.compiler.is_compiling():
-        y, r_out, _, _ = norm_fwd(*args)
+        y, r_out, _, _ = norm_fwd(x, residual, weight, bias, len(normalized_shape), eps, *v.operator_args())
     elif _wants_grad(x, residual, weight, bias):
-        return _EagerNorm.apply(*args)
+        return _EagerNorm.apply(x, residual, weight, bias, len(normalized_shape), eps, v)
     else:
-        y, r_out, _, _ = _forward(*args)
-    return (y, r_out) if store_residual else y
+        y, r_out, _, _ = _forward(x, residual, weight, bias, len(normalized_shape), eps, v)
+    return (y, r_out) if v.store_residual else y
 
 
 # ---------------------------------------------------------------------------
 # What layernorm.functional calls (inputs already validated there).
+
+_LAYER_NORM, _RMS_NORM = variant(False), variant(True)  # the plain calls skip even the cache lookup
 
 
 def triton_layer_norm(
@@ -396,13 +434,16 @@ def triton_layer_norm(
     weight_offset: float = 0.0,
 ) -> Tensor:
     """LayerNorm of ``x`` over ``normalized_shape`` on the Triton kernels (gain ``weight_offset + weight``)."""
-    return _norm(x, None, normalized_shape, weight, bias, eps, False, False, False, weight_offset)
+    return _norm(x, None, normalized_shape, weight, bias, eps,
+                 _LAYER_NORM if not weight_offset else variant(False, weight_offset=weight_offset))
 
 
 def triton_rms_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor], eps: float,
                     weight_offset: float = 0.0, round_before_weight: bool = False) -> Tensor:
     """RMSNorm of ``x`` over ``normalized_shape`` on the Triton kernels (gain ``weight_offset + weight``)."""
-    return _norm(x, None, normalized_shape, weight, None, eps, True, False, False, weight_offset, round_before_weight)
+    v = _RMS_NORM if not (weight_offset or round_before_weight) else variant(
+        True, weight_offset=weight_offset, round_before_weight=round_before_weight)
+    return _norm(x, None, normalized_shape, weight, None, eps, v)
 
 
 def triton_add_layer_norm(
@@ -416,7 +457,8 @@ def triton_add_layer_norm(
     weight_offset: float = 0.0,
 ) -> Tuple[Tensor, Tensor]:
     """(LayerNorm(x + residual), x + residual) in one pass; r' in float32 when ``residual_in_fp32``."""
-    return _norm(x, residual, normalized_shape, weight, bias, eps, False, True, residual_in_fp32, weight_offset)
+    v = variant(False, store_residual=True, residual_in_fp32=residual_in_fp32, weight_offset=weight_offset)
+    return _norm(x, residual, normalized_shape, weight, bias, eps, v)
 
 
 def triton_add_rms_norm(
@@ -430,5 +472,6 @@ def triton_add_rms_norm(
     round_before_weight: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """(RMSNorm(x + residual), x + residual) in one pass; r' in float32 when ``residual_in_fp32``."""
-    return _norm(x, residual, normalized_shape, weight, None, eps, True, True, residual_in_fp32, weight_offset,
-                 round_before_weight)
+    v = variant(True, store_residual=True, residual_in_fp32=residual_in_fp32, weight_offset=weight_offset,
+                round_before_weight=round_before_weight)
+    return _norm(x, residual, normalized_shape, weight, None, eps, v)
