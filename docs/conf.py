@@ -32,6 +32,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "myst_parser",
     "annotated_source",
+    "cross_links",
     "optional_toctree",
     "package_api",
 ]
@@ -55,10 +56,16 @@ locale_dirs = ["locale/"]
 gettext_compact = False  # one catalog per page: annotated/reference.po, index.po
 gettext_uuid = False
 gettext_location = False  # msgids are what matters; line numbers only churn the diff
+# The pages in English in every language; only their titles are translated (for
+# the sidebar and the previous / next links), and they say so at the top.
+# docs/_ext/i18n_catalogs.py keeps this list.
+from i18n_catalogs import TITLES_ONLY  # noqa: E402
 
 # --- autodoc ---
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# A member without a docstring of its own shows the one it overrides, except
+# torch.nn.Module's generic ones (see _skip_generic_module_docs below).
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
@@ -73,10 +80,11 @@ except Exception:  # not installed, or installed without what it needs
 # --- MyST (benchmarks.md, experiments.md) ---
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
-# benchmarks.md and experiments.md are also read on GitHub, where they may start
-# at ## and link to files of the repository outside docs/ (scripts, JSON
-# results), which are no pages of this site: such a link shows as text here.
-suppress_warnings = ["myst.header", "myst.xref_missing"]
+# The Markdown pages are also read on GitHub, where they may start at ##. Every
+# link of theirs must resolve (a page, a heading's anchor, a label, or a public
+# address): a link to a file outside docs/ would show as mere text here, so it
+# fails the build instead.
+suppress_warnings = ["myst.header"]
 
 # --- Math ---
 # Rendered in the browser by MathJax 3. The pages carry their own copy
@@ -131,25 +139,57 @@ def _short_reference_docstring(app, what, name, obj, options, lines):
                          ":doc:`/annotated/reference`.", ""]
 
 
+def _skip_generic_module_docs(app, what, name, obj, skip, options):
+    """Leave out what would be documented by torch.nn.Module's generic text.
+
+    A ``forward`` without a docstring of its own would show Module.forward's
+    "Should be overridden by all subclasses", a class without one Module's
+    "Base class for all neural network modules". An override of a more
+    specific PyTorch class (TransformerEncoderLayer.forward) keeps its text.
+    """
+    if skip or getattr(obj, "__doc__", None) is not None:
+        return None
+    import torch
+
+    if isinstance(obj, type):
+        return True if issubclass(obj, torch.nn.Module) else None
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    owner = module
+    for part in getattr(obj, "__qualname__", "").split(".")[:-1]:
+        owner = getattr(owner, part, None)
+    if not isinstance(owner, type):
+        return None
+    for base in owner.__mro__[1:]:
+        inherited = base.__dict__.get(name)
+        if getattr(inherited, "__doc__", None):
+            return True if base is torch.nn.Module else None
+    return None
+
+
 def setup(app):
     app.connect("build-finished", _copy_local_mathjax)
     app.connect("autodoc-process-docstring", _short_reference_docstring)
+    app.connect("autodoc-skip-member", _skip_generic_module_docs)
 
 
 # --- HTML ---
 html_theme = "alabaster"
 html_title = "layernorm"
+# The sidebar's tagline and the previous / next links come from docs/_templates
+# (about.html, layout.html), whose text is translated by
+# docs/locale/<lang>/LC_MESSAGES/sphinx.po.
 html_theme_options = {
     "page_width": "min(96vw, 1480px)",
     "sidebar_width": "230px",
-    "description": "Layer Normalization for PyTorch",
     "fixed_sidebar": False,
     "show_relbars": True,
 }
 html_sidebars = {"**": ["about.html", "languages.html", "navigation.html", "searchbox.html"]}
 html_context = {
     "doc_languages": [("en", "English"), ("zh_CN", "中文"), ("ja", "日本語"), ("si", "සිංහල")],
+    "english_only_pages": TITLES_ONLY,
 }
+html_css_files = ["docs.css"]
 html_last_updated_fmt = None
 html_copy_source = False
 html_show_sourcelink = False

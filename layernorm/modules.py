@@ -26,16 +26,20 @@ __all__ = ["LayerNorm", "RMSNorm", "AddLayerNorm", "AddRMSNorm"]
 
 
 class LayerNorm(torch.nn.LayerNorm):
-    r"""Applies Layer Normalization over a mini-batch of inputs (Ba et al., 2016).
+    r"""Applies Layer Normalization over a mini-batch of inputs (`Ba, Kiros & Hinton, 2016
+    <https://arxiv.org/abs/1607.06450>`__).
 
     .. math::
         y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
 
     The mean and the (biased) variance are taken over the trailing
-    ``normalized_shape`` dims of each sample; see :mod:`layernorm.reference`
-    for the derivation of the forward and backward passes. Unlike batch
-    normalization there are no running statistics: train and eval mode
-    compute the same thing.
+    ``normalized_shape`` dims of each sample; :doc:`/annotated/reference`
+    derives the forward and backward passes beside the code of
+    :mod:`layernorm.reference`. Unlike batch normalization there are no
+    running statistics: train and eval mode compute the same thing.
+
+    A drop-in for :class:`torch.nn.LayerNorm`: the same arguments, defaults,
+    parameters and state dict.
 
     Args:
         normalized_shape (int or list or torch.Size): the trailing shape to normalize.
@@ -46,7 +50,7 @@ class LayerNorm(torch.nn.LayerNorm):
         device, dtype: where and in which dtype to create the parameters.
 
     Shape:
-        - Input: :math:`(*, *\text{normalized\_shape})`
+        - Input: ``(*, *normalized_shape)``: any leading dims, then ``normalized_shape``
         - Output: same shape as the input
 
     Examples::
@@ -61,6 +65,17 @@ class LayerNorm(torch.nn.LayerNorm):
     impl: Optional[str] = None
 
     def forward(self, input: Tensor) -> Tensor:
+        """Normalize ``input`` over its trailing ``normalized_shape`` dims.
+
+        Args:
+            input (Tensor): any leading dims, then ``normalized_shape``.
+
+        Returns:
+            Tensor: the same shape and dtype as ``input``, computed by
+            :func:`layernorm.layer_norm` with this module's ``impl``. Under
+            TorchScript the scripted module runs
+            :func:`torch.nn.functional.layer_norm` instead.
+        """
         if torch.jit.is_scripting():  # TorchScript compiles PyTorch's op; Python runs ours
             return torch.nn.functional.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
         return self._layernorm_forward(input)
@@ -73,10 +88,14 @@ class LayerNorm(torch.nn.LayerNorm):
 
 
 class RMSNorm(torch.nn.RMSNorm):
-    r"""Applies Root Mean Square Layer Normalization (Zhang & Sennrich, 2019).
+    r"""Applies Root Mean Square Layer Normalization (`Zhang & Sennrich, 2019
+    <https://arxiv.org/abs/1910.07467>`__).
 
     .. math::
         y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} * \gamma
+
+    A drop-in for :class:`torch.nn.RMSNorm`: the same arguments, defaults,
+    parameters and state dict.
 
     Args:
         normalized_shape (int or list or torch.Size): the trailing shape to normalize.
@@ -88,7 +107,7 @@ class RMSNorm(torch.nn.RMSNorm):
         device, dtype: where and in which dtype to create the parameters.
 
     Shape:
-        - Input: :math:`(*, *\text{normalized\_shape})`
+        - Input: ``(*, *normalized_shape)``: any leading dims, then ``normalized_shape``
         - Output: same shape as the input
 
     Examples::
@@ -100,6 +119,17 @@ class RMSNorm(torch.nn.RMSNorm):
     impl: Optional[str] = None
 
     def forward(self, x: Tensor) -> Tensor:
+        """Normalize ``x`` by the root mean square of its trailing ``normalized_shape`` dims.
+
+        Args:
+            x (Tensor): any leading dims, then ``normalized_shape``.
+
+        Returns:
+            Tensor: the same shape and dtype as ``x``, computed by
+            :func:`layernorm.rms_norm` with this module's ``impl``. Under
+            TorchScript the scripted module runs
+            :func:`torch.nn.functional.rms_norm` instead.
+        """
         if torch.jit.is_scripting():  # TorchScript compiles PyTorch's op; Python runs ours
             return torch.nn.functional.rms_norm(x, self.normalized_shape, self.weight, self.eps)
         return self._layernorm_forward(x)
@@ -136,12 +166,25 @@ class AddLayerNorm(LayerNorm):
         self.residual_in_fp32 = residual_in_fp32
 
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Add ``residual`` to ``input``, then normalize the sum.
+
+        Args:
+            input (Tensor): the sublayer's output; any leading dims, then ``normalized_shape``.
+            residual (Tensor, optional): the residual stream, the shape of
+                ``input``. ``None``: nothing is added (the first block).
+
+        Returns:
+            (Tensor, Tensor): ``(y, h)``, with ``h = input + residual`` (float32
+            when ``residual_in_fp32``) and ``y`` its layer normalization, in
+            the dtype of ``input``.
+        """
         return add_layer_norm(
             input, residual, self.normalized_shape, self.weight, self.bias, self.eps,
             residual_in_fp32=self.residual_in_fp32, impl=self.impl,
         )
 
     def extra_repr(self) -> str:
+        """LayerNorm's ``repr`` arguments, then ``residual_in_fp32``."""
         return super().extra_repr() + f", residual_in_fp32={self.residual_in_fp32}"
 
 
@@ -157,10 +200,23 @@ class AddRMSNorm(RMSNorm):
         self.residual_in_fp32 = residual_in_fp32
 
     def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Add ``residual`` to ``x``, then normalize the sum by its root mean square.
+
+        Args:
+            x (Tensor): the sublayer's output; any leading dims, then ``normalized_shape``.
+            residual (Tensor, optional): the residual stream, the shape of
+                ``x``. ``None``: nothing is added (the first block).
+
+        Returns:
+            (Tensor, Tensor): ``(y, h)``, with ``h = x + residual`` (float32
+            when ``residual_in_fp32``) and ``y`` its RMS normalization, in the
+            dtype of ``x``.
+        """
         return add_rms_norm(
             x, residual, self.normalized_shape, self.weight, self.eps,
             residual_in_fp32=self.residual_in_fp32, impl=self.impl,
         )
 
     def extra_repr(self) -> str:
+        """RMSNorm's ``repr`` arguments, then ``residual_in_fp32``."""
         return super().extra_repr() + f", residual_in_fp32={self.residual_in_fp32}"

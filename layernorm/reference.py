@@ -5,21 +5,26 @@ faster implementation is tested against. It uses nothing but elementwise
 tensor operations and reductions, so each line can be held against an
 equation below.
 
+.. _layer-norm-math:
+
 What layer normalization computes
 =================================
 
 A layer's activations drift while the layers beneath it learn: the same
 neuron sees inputs whose scale and offset keep changing. Normalization fixes
 the first two moments of those inputs so each layer learns against a stable
-footing. *Batch* normalization (Ioffe & Szegedy, 2015) takes the moments of
-each feature over the samples of a mini-batch. *Layer* normalization (Ba,
-Kiros & Hinton, 2016) takes them over the features of each sample instead.
+footing. *Batch* normalization (`Ioffe & Szegedy, 2015
+<https://arxiv.org/abs/1502.03167>`__) takes the moments of each feature over
+the samples of a mini-batch. *Layer* normalization (`Ba, Kiros & Hinton, 2016
+<https://arxiv.org/abs/1607.06450>`__) takes them over the features of each
+sample instead.
 
 Let one sample's activations be :math:`x \in \mathbb{R}^H`, the trailing
 ``normalized_shape`` flattened to :math:`H` elements. Layer normalization
 computes
 
 .. math::
+    :label: layer-norm
 
     \mu = \frac{1}{H}\sum_{i=1}^{H} x_i, \qquad
     \sigma^2 = \frac{1}{H}\sum_{i=1}^{H} (x_i - \mu)^2, \qquad
@@ -31,31 +36,46 @@ computes
 :math:`\gamma` (``weight``, the gain) and :math:`\beta` (``bias``) are learned,
 one per element of ``normalized_shape``, and let the layer undo the
 normalization where that helps. :math:`\epsilon` sits *inside* the square
-root, as in PyTorch, so a constant row gives :math:`\hat{x} = 0`, not a
-division by zero. The variance is the biased one (divide by :math:`H`).
+root, as in PyTorch's :class:`torch.nn.LayerNorm` and
+:func:`torch.nn.functional.layer_norm`, so a constant row gives
+:math:`\hat{x} = 0`, not a division by zero. The variance is the biased one
+(divide by :math:`H`).
+
+.. _batch-norm-limits:
 
 What it removes: four limits of batch normalization
 ===================================================
 
 Because every statistic comes from the sample itself, layer normalization
 does the same computation in training and in inference and needs nothing
-from other samples:
+from other samples. An experiment of this package shows each limit:
 
 1. **No running statistics.** Batch normalization must keep running means
    and variances for inference, so a model behaves differently in train and
    eval mode, and its output for one input depends on its batch companions.
-   Layer normalization keeps no state besides :math:`\gamma, \beta`.
+   Layer normalization keeps no state besides :math:`\gamma, \beta`. The
+   :ref:`running-stats experiment <experiment-running-stats>` measures both
+   effects.
 2. **Recurrent networks.** Batch statistics would be needed per time step,
    and sequences at test time may be longer than any seen in training. Layer
-   normalization is applied identically at every step of an RNN.
+   normalization is applied identically at every step of an RNN. The
+   :ref:`rnn experiment <experiment-rnn>` trains the same LSTM with each.
 3. **Small batches.** Batch statistics of 2 or 4 samples are noisy, and with
    one sample the variance is zero. Layer normalization works at batch size 1.
+   The :ref:`small-batch experiment <experiment-small-batch>` trains at batch
+   sizes from 1 to 128.
 4. **Distributed training.** Exact batch statistics across devices need a
-   collective (SyncBatchNorm) in every normalization layer of every step.
-   Layer normalization needs none.
+   collective (:class:`torch.nn.SyncBatchNorm`) in every normalization layer
+   of every step. Layer normalization needs none. The :ref:`distributed
+   experiment <experiment-distributed>` trains on 1, 2 and 4 processes and
+   counts the collectives.
 
 It is the normalization inside nearly every transformer (before each
-attention and MLP block in the "pre-LN" layout).
+attention and MLP block in the "pre-LN" layout); the :ref:`transformer
+experiment <experiment-transformer>` trains that layout against post-LN and
+against no normalization.
+
+.. _numerical-stability:
 
 Numerical stability
 ===================
@@ -65,9 +85,11 @@ large, nearly equal numbers. For :math:`x = 10^4 + \mathcal{N}(0, 1)` in
 float32, :math:`\overline{x^2} \approx 10^8` carries an absolute rounding error
 of about 8, far more than the variance 1 it should reveal: the result is
 garbage, often negative, and its square root NaN. This module never uses it.
-It uses the *corrected two-pass* algorithm (Chan, Golub & LeVeque, 1983):
+It uses the *corrected two-pass* algorithm (`Chan, Golub & LeVeque, 1983
+<https://www.jstor.org/stable/2683386>`__):
 
 .. math::
+    :label: two-pass
 
     m = \frac{1}{H}\sum_i x_i,\quad d_i = x_i - m,\quad
     c = \frac{1}{H}\sum_i d_i,\quad
@@ -78,6 +100,8 @@ correction :math:`c` (zero in exact arithmetic) removes the rounding error of
 the first mean. Half-precision inputs are computed in float32 and rounded
 once at the end.
 
+.. _backward-derived:
+
 The backward pass, derived
 ==========================
 
@@ -86,6 +110,7 @@ incoming gradient (``dy``). The parameters are the easy part: each
 :math:`\gamma_i, \beta_i` is shared by all rows (samples) :math:`b`, so
 
 .. math::
+    :label: param-grads
 
     \frac{\partial L}{\partial \gamma_i} = \sum_b g_{b,i}\, \hat{x}_{b,i},
     \qquad
@@ -96,6 +121,7 @@ For the input, write :math:`\hat{g}_i = g_i\gamma_i`, the gradient reaching
 through :math:`\mu` and :math:`r`:
 
 .. math::
+    :label: dr-dx
 
     \frac{\partial \mu}{\partial x_i} = \frac{1}{H}, \qquad
     \frac{\partial r}{\partial x_i}
@@ -106,6 +132,7 @@ through :math:`\mu` and :math:`r`:
 :math:`-\frac{2}{H}\sum_j (x_j-\mu)/H = 0`), so
 
 .. math::
+    :label: dxhat-dx
 
     \frac{\partial \hat{x}_j}{\partial x_i}
       = r\Big(\delta_{ij} - \frac{1}{H}\Big) + (x_j-\mu)\frac{\partial r}{\partial x_i}
@@ -114,6 +141,7 @@ through :math:`\mu` and :math:`r`:
 Summing against :math:`\hat{g}_j` gives the whole input gradient in one line:
 
 .. math::
+    :label: ln-dx
 
     \frac{\partial L}{\partial x_i}
       = r\left(\hat{g}_i - \frac{1}{H}\sum_j \hat{g}_j
@@ -135,13 +163,18 @@ above; the values saved by the forward are plain numbers without that
 dependence. So a backward that will be differentiated recomputes :math:`\mu`
 and :math:`r` from :math:`x` and runs the same formula.
 
+.. _rmsnorm:
+
 RMSNorm
 =======
 
-RMSNorm (Zhang & Sennrich, 2019) drops the mean subtraction and the bias and
-rescales by the root mean square:
+RMSNorm (`Zhang & Sennrich, 2019 <https://arxiv.org/abs/1910.07467>`__) drops
+the mean subtraction and the bias and rescales by the root mean square, as
+PyTorch's :class:`torch.nn.RMSNorm` and :func:`torch.nn.functional.rms_norm`
+do:
 
 .. math::
+    :label: rms-norm
 
     r = \frac{1}{\sqrt{\frac{1}{H}\sum_i x_i^2 + \epsilon}}, \qquad
     \hat{x}_i = x_i\, r, \qquad y_i = \gamma_i \hat{x}_i .
@@ -150,11 +183,14 @@ With :math:`\partial r/\partial x_i = -\frac{r^2}{H}\hat{x}_i` as before and no
 mean term, the same derivation gives
 
 .. math::
+    :label: rms-backward
 
     \frac{\partial L}{\partial x_i}
       = r\left(\hat{g}_i - \hat{x}_i\,\frac{1}{H}\sum_j \hat{g}_j\hat{x}_j\right),
     \qquad
     \frac{\partial L}{\partial \gamma_i} = \sum_b g_{b,i}\,\hat{x}_{b,i}.
+
+.. _shapes:
 
 Shapes
 ======
@@ -191,18 +227,22 @@ def _feature_dims(x: Tensor, normalized_shape: ShapeLike) -> Tuple[int, ...]:
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half precision (its 8 or 11 bits cannot hold a sum), else as is."""
+    """float32 for half precision, whose significand of 8 bits (bfloat16) or 11
+    bits (float16) cannot hold a sum of many terms; any other dtype as it is."""
     return torch.promote_types(dtype, torch.float32)
 
 
 def _gain(weight: Optional[Tensor], weight_offset: float) -> Optional[Tensor]:
+    r"""The gain :math:`\text{offset} + \gamma`, added in float32 or wider: the
+    :math:`1 + \gamma` of Gemma's RMS norms, whose stored weight is centred on
+    zero. Without an offset (or a weight), the weight as it is."""
     if not weight_offset or weight is None:
         return weight
-    return weight.to(_compute_dtype(weight.dtype)) + weight_offset  # Gemma's 1 + weight, in float32 or wider
+    return weight.to(_compute_dtype(weight.dtype)) + weight_offset
 
 
 def _affine(x_hat: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
-    """y = gamma * x_hat + beta, each factor optional."""
+    r""":math:`y = \gamma\,\hat{x} + \beta`, each factor optional, in the dtype of :math:`\hat{x}`."""
     y = x_hat
     if weight is not None:
         y = y * weight.to(x_hat.dtype)
@@ -214,9 +254,13 @@ def _affine(x_hat: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> 
 def _param_grads(
     dy: Tensor, x_hat: Tensor, leading: int, weight: Optional[Tensor], with_bias: bool
 ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    """dgamma = sum over rows of dy * x_hat; dbeta = sum over rows of dy."""
+    r"""The parameters' gradients: :math:`\sum_b g_{b,i}\,\hat{x}_{b,i}` for
+    :math:`\gamma_i` and :math:`\sum_b g_{b,i}` for :math:`\beta_i`, summed
+    over the rows :math:`b` (the ``leading`` dims); ``None`` for a parameter
+    that is absent."""
     def sum_rows(t: Tensor) -> Tensor:
-        # sum(()) would reduce every dim: with no leading dims there is one row.
+        # A sum over the leading dims. With none there is a single row, already
+        # its own sum: ``t.sum(())`` would reduce every dim instead.
         return t.sum(tuple(range(leading))) if leading else t
 
     dweight = sum_rows(dy * x_hat) if weight is not None else None
@@ -237,17 +281,35 @@ def layer_norm_forward(
     (:math:`r = 1/\sqrt{\sigma^2+\epsilon}`) are kept per row in the compute
     dtype (float32, or float64 for float64 input) for the backward.
     """
+    # The trailing dims that ``normalized_shape`` covers: the :math:`H` features of each row.
     dims = _feature_dims(x, normalized_shape)
+    # Half precision is computed in float32; the result is rounded to the input's
+    # dtype once, at the end.
     xc = x.to(_compute_dtype(x.dtype))
-    # Corrected two-pass moments: never E[x^2] - E[x]^2 (see the module docs).
+    # The moments by the corrected two-pass algorithm :eq:`two-pass`, never by
+    # :math:`\overline{x^2} - \mu^2` (:ref:`numerical-stability`). First pass: the
+    # plain mean :math:`m = \frac{1}{H}\sum_i x_i`.
     first_mean = xc.mean(dims, keepdim=True)
+    # The deviations :math:`d_i = x_i - m`: small numbers, computed almost exactly.
     deviation = xc - first_mean
-    correction = deviation.mean(dims, keepdim=True)  # zero but for rounding
+    # The correction :math:`c = \frac{1}{H}\sum_i d_i`: zero in exact arithmetic,
+    # the rounding error of :math:`m` in floating point.
+    correction = deviation.mean(dims, keepdim=True)
+    # The mean :math:`\mu = m + c`.
     mean = first_mean + correction
+    # Second pass: the biased variance :math:`\sigma^2 = \frac{1}{H}\sum_i d_i^2 - c^2`.
     variance = (deviation * deviation).mean(dims, keepdim=True) - correction * correction
-    rstd = torch.rsqrt(variance.clamp_min(0) + eps)  # r = 1 / sqrt(sigma^2 + eps)
-    x_hat = (deviation - correction) * rstd  # x_hat = (x - mu) * r
-    y = _affine(x_hat, weight, bias)  # y = gamma * x_hat + beta
+    # :math:`r = 1/\sqrt{\sigma^2 + \epsilon}`, :math:`\epsilon` inside the root.
+    # Rounding can leave :math:`\sigma^2` slightly below zero when the true variance
+    # is zero or tiny, so it is clamped at zero first.
+    rstd = torch.rsqrt(variance.clamp_min(0) + eps)
+    # :math:`\hat{x}_i = (x_i - \mu)\,r`, with :math:`x_i - \mu = d_i - c` from the
+    # deviations already computed.
+    x_hat = (deviation - correction) * rstd
+    # :math:`y_i = \gamma_i\,\hat{x}_i + \beta_i`, the last line of :eq:`layer-norm`.
+    y = _affine(x_hat, weight, bias)
+    # :math:`y` rounded to the input's dtype; :math:`\mu` and :math:`r`, one per row,
+    # kept for the backward.
     return y.to(x.dtype), mean.squeeze(dims), rstd.squeeze(dims)
 
 
@@ -261,28 +323,51 @@ def layer_norm_backward(
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     r"""Backward pass: ``(dx, dweight, dbias)`` from the forward's ``mean`` and ``rstd``.
 
+    With :math:`\hat g = dy\cdot\gamma`, and a bar for the mean over the
+    features of a row:
+
     .. math::
 
-        dx = r\,\big(\hat g - \overline{\hat g} - \hat x\,\overline{\hat g\hat x}\big),
-        \quad \hat g = dy\cdot\gamma,
-        \quad d\gamma = \textstyle\sum_{rows} dy\,\hat x,
-        \quad d\beta = \textstyle\sum_{rows} dy .
+        \begin{aligned}
+        dx &= r\,\big(\hat g - \overline{\hat g} - \hat x\,\overline{\hat g\hat x}\big),\\
+        d\gamma &= \textstyle\sum_{\text{rows}} dy\,\hat x,\\
+        d\beta &= \textstyle\sum_{\text{rows}} dy .
+        \end{aligned}
 
     ``dweight`` is ``None`` when ``weight`` is; ``dbias`` is ``None`` unless
     ``with_bias``. Gradients come back in the dtypes of ``x`` and ``weight``.
     """
+    # The saved :math:`\mu` and :math:`r` hold one value per row: their dims are the
+    # leading dims of ``x``, and the dims after them are the :math:`H` features.
     leading = mean.dim()
     dims = tuple(range(leading, x.dim()))
+    # Half precision is computed in float32, as in the forward.
     compute = _compute_dtype(x.dtype)
+    # :math:`\mu` and :math:`r` as columns: one value, broadcast along its row.
     mean = mean.to(compute).reshape(mean.shape + (1,) * len(dims))
     rstd = rstd.to(compute).reshape(mean.shape)
+    # :math:`\hat{x}_i = (x_i - \mu)\,r`, recomputed from :math:`x` and the two saved
+    # statistics rather than saved: it is as large as :math:`x`.
     x_hat = (x.to(compute) - mean) * rstd
+    # The incoming gradient :math:`g_i = \partial L / \partial y_i`.
     dyc = dy.to(compute)
-    g_hat = dyc * weight.to(compute) if weight is not None else dyc  # gradient at x_hat
+    # :math:`\hat{g}_i = g_i\gamma_i`, the gradient reaching :math:`\hat{x}_i`
+    # (without a weight, :math:`g` itself).
+    g_hat = dyc * weight.to(compute) if weight is not None else dyc
+    # First row reduction: :math:`\frac{1}{H}\sum_j \hat{g}_j`, the mean of :math:`\hat{g}`.
     mean_g = g_hat.mean(dims, keepdim=True)
+    # Second row reduction: :math:`\frac{1}{H}\sum_j \hat{g}_j\hat{x}_j`, how much of
+    # :math:`\hat{g}` lies along :math:`\hat{x}`.
     mean_gx = (g_hat * x_hat).mean(dims, keepdim=True)
+    # :eq:`ln-dx`: both removed from :math:`\hat{g}`, and the rest scaled by :math:`r`:
+    # :math:`\partial L / \partial x_i
+    # = r\,(\hat{g}_i - \overline{\hat{g}} - \hat{x}_i\,\overline{\hat{g}\hat{x}})`.
     dx = rstd * (g_hat - mean_g - x_hat * mean_gx)
+    # The parameters' gradients :eq:`param-grads`, sums over the rows.
     dweight, dbias = _param_grads(dyc, x_hat, leading, weight, with_bias)
+    # Each gradient in the dtype of what it is the gradient of: ``dx`` in that of
+    # ``x``, ``dweight`` and ``dbias`` in that of ``weight`` (``dbias`` in that of
+    # ``dy`` when there is no weight).
     return (
         dx.to(x.dtype),
         dweight.to(weight.dtype) if dweight is not None else None,
@@ -301,10 +386,15 @@ def rms_norm_forward(
     There is no mean to subtract, so there is no cancellation to guard
     against: :math:`\overline{x^2}` is a sum of non-negative terms.
     """
+    # The :math:`H` features of each row, in float32 for half precision, as above.
     dims = _feature_dims(x, normalized_shape)
     xc = x.to(_compute_dtype(x.dtype))
+    # :math:`r = 1/\sqrt{\overline{x^2} + \epsilon}` :eq:`rms-norm`, in a single pass:
+    # with no mean subtracted there is nothing to correct.
     rstd = torch.rsqrt((xc * xc).mean(dims, keepdim=True) + eps)
-    y = _affine(xc * rstd, weight, None)  # y = gamma * x * r
+    # :math:`y_i = \gamma_i\,x_i\,r`: the input scaled by :math:`r`, then by the gain.
+    y = _affine(xc * rstd, weight, None)
+    # :math:`y` rounded to the input's dtype; :math:`r`, one per row, kept for the backward.
     return y.to(x.dtype), rstd.squeeze(dims)
 
 
@@ -315,19 +405,34 @@ def rms_norm_backward(
 
     .. math::
 
-        dx = r\,\big(\hat g - \hat x\,\overline{\hat g\hat x}\big), \quad
-        d\gamma = \textstyle\sum_{rows} dy\,\hat x .
+        \begin{aligned}
+        dx &= r\,\big(\hat g - \hat x\,\overline{\hat g\hat x}\big),\\
+        d\gamma &= \textstyle\sum_{\text{rows}} dy\,\hat x .
+        \end{aligned}
     """
+    # One saved :math:`r` per row, as in the backward of layer normalization; float32
+    # for half precision.
     leading = rstd.dim()
     dims = tuple(range(leading, x.dim()))
     compute = _compute_dtype(x.dtype)
+    # :math:`r` as a column, broadcast along its row.
     rstd = rstd.to(compute).reshape(rstd.shape + (1,) * len(dims))
+    # :math:`\hat{x}_i = x_i\,r`, recomputed from :math:`x` and the saved :math:`r`.
     x_hat = x.to(compute) * rstd
+    # The incoming gradient :math:`g_i = \partial L / \partial y_i`, and
+    # :math:`\hat{g}_i = g_i\gamma_i` the gradient reaching :math:`\hat{x}_i`.
     dyc = dy.to(compute)
     g_hat = dyc * weight.to(compute) if weight is not None else dyc
+    # The one row reduction, :math:`\frac{1}{H}\sum_j \hat{g}_j\hat{x}_j`: with no mean
+    # in the forward, there is no mean of :math:`\hat{g}` to remove.
     mean_gx = (g_hat * x_hat).mean(dims, keepdim=True)
+    # The input gradient :eq:`rms-backward`:
+    # :math:`\partial L / \partial x_i = r\,(\hat{g}_i - \hat{x}_i\,\overline{\hat{g}\hat{x}})`.
     dx = rstd * (g_hat - x_hat * mean_gx)
+    # The gain's gradient :math:`\partial L / \partial \gamma_i = \sum_b g_{b,i}\,\hat{x}_{b,i}`,
+    # a sum over the rows.
     dweight, _ = _param_grads(dyc, x_hat, leading, weight, with_bias=False)
+    # ``dx`` in the dtype of ``x``, ``dweight`` in that of ``weight``.
     return dx.to(x.dtype), dweight.to(weight.dtype) if dweight is not None else None
 
 
@@ -345,7 +450,10 @@ class _LayerNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, weight, mean, rstd = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: mu and r as functions of x, as above
+        # With ``create_graph=True`` this backward is itself differentiated: :math:`\mu`
+        # and :math:`r` are recomputed from :math:`x`, as the functions of :math:`x` they
+        # are (:ref:`backward-derived`, last paragraph); the saved values have no derivative.
+        if torch.is_grad_enabled():
             _, mean, rstd = layer_norm_forward(x, ctx.normalized_shape, None, None, ctx.eps)
         dx, dweight, dbias = layer_norm_backward(dy, x, weight, mean, rstd, ctx.with_bias)
         return dx, None, dweight, dbias, None
@@ -364,7 +472,8 @@ class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, weight, rstd = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: r as a function of x, as above
+        # With ``create_graph=True``: :math:`r` recomputed from :math:`x`, as above.
+        if torch.is_grad_enabled():
             _, rstd = rms_norm_forward(x, ctx.normalized_shape, None, ctx.eps)
         dx, dweight = rms_norm_backward(dy, x, weight, rstd)
         return dx, None, dweight, None
@@ -378,7 +487,9 @@ def layer_norm(
     eps: float = 1e-5,
 ) -> Tensor:
     """Layer normalization whose gradient is the explicit backward above."""
-    if torch._C._are_functorch_transforms_active():  # vmap, grad, jvp: they differentiate the forward
+    # Under :func:`torch.func.vmap`, :func:`~torch.func.grad` or :func:`~torch.func.jvp`
+    # the forward runs as the tensor operations it is, for the transform to differentiate.
+    if torch._C._are_functorch_transforms_active():
         return layer_norm_forward(x, normalized_shape, weight, bias, eps)[0]
     return _LayerNormFunction.apply(x, normalized_shape, weight, bias, eps)
 
@@ -392,6 +503,7 @@ def rms_norm(
 ) -> Tensor:
     """RMSNorm whose gradient is the explicit backward above."""
     weight = _gain(weight, weight_offset)
-    if torch._C._are_functorch_transforms_active():  # vmap, grad, jvp: they differentiate the forward
+    # Under :func:`torch.func.vmap`, :func:`~torch.func.grad` or :func:`~torch.func.jvp`, as above.
+    if torch._C._are_functorch_transforms_active():
         return rms_norm_forward(x, normalized_shape, weight, eps)[0]
     return _RMSNormFunction.apply(x, normalized_shape, weight, eps)

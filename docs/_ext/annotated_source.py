@@ -29,17 +29,30 @@ How the file is split:
 * ``:part: code`` -- the code after the module docstring. Every top-level
   ``def`` and ``class`` is a section, titled with its name. Its docstring
   (reStructuredText) goes on the left and its code, without the docstring, on
-  the right. A comment on lines of its own starts a new row: the comment
-  (plain text) on the left, the code that follows it on the right. Comments at
-  the end of a line of code stay in the code. What comes before the first
-  ``def`` (imports, constants) is one row of its own.
+  the right. A comment on lines of its own starts a new row: the comment on
+  the left, the code that follows it on the right, so a function can be
+  annotated line by line. Comments at the end of a line of code stay in the
+  code (and are not translated). What comes before the first ``def``
+  (imports, constants) is one row of its own.
 
-Everything on the left is parsed as part of the page, so ``:math:`` and
-``.. math::`` render through Sphinx's math support and the paragraphs are
-translatable messages of this page for gettext (their msgids are the
-docstring paragraphs; display math is left out of the catalogs, as LaTeX
-reads the same in every language). Code is highlighted by Pygments and never
+Everything on the left -- docstrings and full-line comments alike -- is
+reStructuredText parsed as part of the page: ``:math:`` and ``.. math::``
+render through Sphinx's math support, ``:eq:`` and ``:ref:`` link to the
+equations and sections of the page, and the paragraphs are translatable
+messages of this page for gettext (their msgids are the docstring and
+comment paragraphs; display math is left out of the catalogs, as LaTeX reads
+the same in every language). Code is highlighted by Pygments and never
 translated.
+
+Anchors, the same in every language:
+
+* a section of the module docstring gets the label written before its
+  heading (``.. _numerical-stability:`` on a line of its own, as anywhere in
+  reStructuredText), for ``:ref:`numerical-stability``` from any page;
+* a code section gets the label ``code-<name>`` (``:ref:`code-layer_norm_forward```),
+  and its HTML id ``code-<name>`` with dashes;
+* every row with code gets the id ``<file>-<line>`` (``reference-py-243``),
+  and its ``reference.py:243`` label is a link to that row.
 """
 
 from __future__ import annotations
@@ -62,6 +75,8 @@ __all__ = ["AnnotatedSource", "setup", "split_source"]
 
 # A line of text followed by a line of '=' at least as long: a section heading.
 _UNDERLINE = re.compile(r"^=+\s*$")
+# An explicit target on a line of its own: ``.. _name:`` labels the heading after it.
+_LABEL = re.compile(r"^\.\. _([A-Za-z0-9][\w.-]*):\s*$")
 
 Lines = List[Tuple[str, int]]  # (text, line number in the file)
 
@@ -83,6 +98,7 @@ class Section:
     title_line: int
     is_code_name: bool  # title is a Python name, shown as code and not translated
     rows: List[Row] = field(default_factory=list)
+    label: Optional[str] = None  # ``.. _label:`` written before the heading
 
 
 def _docstring_lines(expr: ast.Expr) -> Lines:
@@ -98,15 +114,31 @@ def _docstring_lines(expr: ast.Expr) -> Lines:
     return [(text, first + i) for i, text in enumerate(cleaned)]
 
 
+def _is_heading(lines: Lines, i: int) -> bool:
+    text = lines[i][0]
+    next_text = lines[i + 1][0] if i + 1 < len(lines) else ""
+    return bool(text.strip()) and bool(_UNDERLINE.match(next_text)) and len(next_text.strip()) >= len(text.strip())
+
+
 def _split_module_docstring(lines: Lines) -> List[Section]:
-    """The introduction, then one section per '=' heading."""
+    """The introduction, then one section per '=' heading (with the label
+    written before it, if any)."""
     sections = [Section(None, lines[0][1] if lines else 1, False, [Row()])]
+    label = None
     i = 0
     while i < len(lines):
         text, number = lines[i]
-        next_text = lines[i + 1][0] if i + 1 < len(lines) else ""
-        if text.strip() and _UNDERLINE.match(next_text) and len(next_text.strip()) >= len(text.strip()):
-            sections.append(Section(text.strip(), number, False, [Row()]))
+        match = _LABEL.match(text)
+        if match:
+            j = i + 1
+            while j < len(lines) and not lines[j][0].strip():
+                j += 1
+            if j < len(lines) and _is_heading(lines, j):
+                label, i = match.group(1), j
+                continue
+        if _is_heading(lines, i):
+            sections.append(Section(text.strip(), number, False, [Row()], label))
+            label = None
             i += 2
             continue
         sections[-1].rows[0].rst.append((text, number))
@@ -174,7 +206,8 @@ def split_source(source: str) -> Tuple[List[Section], List[Section]]:
             if row.code or row.rst:
                 row = Row()
                 sections[-1].rows.append(row)
-            row.comment.append((text.strip()[1:].strip(), number))
+            comment = text.strip()[1:]
+            row.comment.append((comment[1:] if comment.startswith(" ") else comment, number))
         else:
             sections[-1].rows[-1].code.append((text, number))
         number += 1
@@ -255,20 +288,40 @@ class AnnotatedSource(SphinxDirective):
         rows = [self._row(row) for row in section.rows]
         if section.title is None:
             return rows
+        document = self.state.document
         node = nodes.section()
+        result: List[nodes.Node] = []
         if section.is_code_name:
             # Not a message for translators: a Python name reads the same in every language.
             title = nodes.title("", "", nodes.literal(section.title, section.title))
             title["translatable"] = False
+            # An explicit label, for :ref:`code-layer_norm_forward` from any page.
             node["ids"].append(nodes.make_id(f"{prefix}-{section.title}"))
+            node["names"].append(nodes.fully_normalize_name(f"{prefix}-{section.title}"))
+            document.note_explicit_target(node, node)
         else:
             title = nodes.title(section.title, section.title)
             title.source, title.line = str(self._path), section.title_line
             node["names"].append(nodes.fully_normalize_name(section.title))
-            self.state.document.note_implicit_target(node, node)
+            document.note_implicit_target(node, node)
+            if section.label:
+                name, anchor = nodes.fully_normalize_name(section.label), nodes.make_id(section.label)
+                if anchor in node["ids"]:
+                    # The label is the heading's own anchor ("numerical-stability"): make it explicit.
+                    if name not in node["names"]:
+                        node["names"].append(name)
+                    document.nameids[name], document.nametypes[name] = anchor, True
+                else:
+                    # As ``.. _label:`` before a heading in any reStructuredText: a
+                    # target that docutils moves onto the section.
+                    target = nodes.target("", "", ids=[anchor], names=[name])
+                    target.source, target.line = str(self._path), section.title_line
+                    document.note_explicit_target(target, target)
+                    result.append(target)
         node += title
         node.extend(rows)
-        return [node]
+        result.append(node)
+        return result
 
     def _row(self, row: Row) -> nodes.Node:
         chunk = nodes.container(classes=["annotated-row"] + ([] if row.code else ["annotated-prose"]))
@@ -277,14 +330,20 @@ class AnnotatedSource(SphinxDirective):
         if row.rst:
             self._parse_rst(row.rst, left)
         if row.comment:
-            text = " ".join(t for t, _ in row.comment if t)
-            para = nodes.paragraph(text, text, classes=["annotated-comment"])
-            para.source, para.line = str(self._path), row.comment[0][1]
-            left += para
+            comment = nodes.container(classes=["annotated-comment"])
+            self._parse_rst(row.comment, comment)
+            left += comment
         if row.code:
             code = "\n".join(t for t, _ in row.code)
+            first = row.code[0][1]
+            # The row's own anchor, and its "reference.py:243" label a link to it.
+            anchor = nodes.make_id(f"{self._path.name}-{first}")
+            if anchor not in self.state.document.ids:
+                chunk["ids"].append(anchor)
+                self.state.document.ids[anchor] = chunk
             where = nodes.container(classes=["annotated-where"])
-            where += nodes.inline("", f"{self._path.name}:{row.code[0][1]}")
+            link = nodes.reference("", f"{self._path.name}:{first}", internal=True, refid=anchor)
+            where += nodes.inline("", "", link)
             right += where
             block = nodes.literal_block(code, code, language="python")
             block["highlight_args"] = {}

@@ -1,7 +1,7 @@
 """Keep the translation catalogs of the docs in step with their English text.
 
-The English text of the annotated page comes from the docstrings of
-``layernorm/reference.py``; when they change, the msgids change. This script:
+The English text of the annotated page comes from the docstrings and comments
+of ``layernorm/reference.py``; when they change, the msgids change. This script:
 
 ``update``  builds the message templates (``sphinx-build -b gettext``) and merges
             them into ``docs/locale/<lang>/LC_MESSAGES/<page>.po``: translations
@@ -13,29 +13,54 @@ The English text of the annotated page comes from the docstrings of
     python docs/_ext/i18n_catalogs.py update
     python docs/_ext/i18n_catalogs.py check
 
-Only the pages in ``TRANSLATED`` are translated; the API reference and the
-measurement pages stay in English in every language.
+What is translated:
+
+* the pages in ``TRANSLATED``, every message of them;
+* of the pages in ``TITLES_ONLY`` (the API reference and the measurements,
+  English in every language), the title alone, which the sidebar and the
+  previous / next links show on every page; such a page says at its top, in
+  the reader's language, that it is in English only;
+* the text of the HTML templates (``docs/_templates/*.html``: the sidebar's
+  tagline, "Previous page", ...): every ``_('...')`` in them is a message of
+  ``sphinx.po``, the catalog Sphinx reads for its templates (what a template
+  uses and this catalog lacks falls back to Sphinx's own translations).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-from babel.messages.catalog import Catalog
-from babel.messages.pofile import read_po, write_po
-
 DOCS = Path(__file__).resolve().parents[1]
 LANGUAGES = ["zh_CN", "ja", "si"]
 TRANSLATED = ["index", "annotated/reference"]
+TITLES_ONLY = ["api", "benchmarks", "kernels-notes", "experiments"]
+TEMPLATES_CATALOG = "sphinx"  # Sphinx's own name for the templates' catalog
+
+# _('text') or _("text") in a Jinja template.
+_TEMPLATE_MESSAGE = re.compile(r"""\b_\(\s*(['"])((?:(?!\1).)+)\1\s*\)""")
 
 
-def build_templates(out: Path) -> Dict[str, Catalog]:
-    """Run the gettext builder; return {page: template catalog}."""
+def template_messages() -> List[str]:
+    """The messages of the HTML templates, in order of appearance."""
+    found: List[str] = []
+    for path in sorted((DOCS / "_templates").glob("*.html")):
+        for match in _TEMPLATE_MESSAGE.finditer(path.read_text(encoding="utf-8")):
+            if match.group(2) not in found:
+                found.append(match.group(2))
+    return found
+
+
+def build_templates(out: Path) -> Dict[str, "Catalog"]:
+    """Run the gettext builder; return {catalog name: template catalog}."""
+    from babel.messages.catalog import Catalog
+    from babel.messages.pofile import read_po
+
     subprocess.run(
         [sys.executable, "-m", "sphinx", "-b", "gettext", "-q", "-E",
          "-d", str(out / "doctrees"), str(DOCS), str(out / "pot")],
@@ -45,6 +70,20 @@ def build_templates(out: Path) -> Dict[str, Catalog]:
     for page in TRANSLATED:
         with open(out / "pot" / f"{page}.pot", "rb") as f:
             templates[page] = read_po(f)
+    for page in TITLES_ONLY:
+        path = out / "pot" / f"{page}.pot"
+        if not path.exists():
+            continue  # a measurement page not written yet
+        with open(path, "rb") as f:
+            full = read_po(f)
+        title = next(m for m in full if m.id)  # the page's first message is its title
+        template = Catalog(project="layernorm", version=full.version, fuzzy=False)
+        template.add(title.id, context=title.context)
+        templates[page] = template
+    sphinx_template = Catalog(project="layernorm", fuzzy=False)
+    for text in template_messages():
+        sphinx_template.add(text)
+    templates[TEMPLATES_CATALOG] = sphinx_template
     return templates
 
 
@@ -52,11 +91,14 @@ def po_path(lang: str, page: str) -> Path:
     return DOCS / "locale" / lang / "LC_MESSAGES" / f"{page}.po"
 
 
-def _messages(catalog: Catalog):
+def _messages(catalog):
     return [(m.id, m.string, sorted(m.flags), m.previous_id) for m in catalog if m.id]
 
 
-def update(templates: Dict[str, Catalog]) -> None:
+def update(templates) -> None:
+    from babel.messages.catalog import Catalog
+    from babel.messages.pofile import read_po, write_po
+
     for lang in LANGUAGES:
         for page, template in templates.items():
             path = po_path(lang, page)
@@ -82,8 +124,10 @@ def update(templates: Dict[str, Catalog]) -> None:
             print(f"updated {path.relative_to(DOCS)}")
 
 
-def missing(templates: Dict[str, Catalog]) -> List[str]:
+def missing(templates) -> List[str]:
     """One line per message of a template that some language lacks."""
+    from babel.messages.pofile import read_po
+
     problems = []
     for lang in LANGUAGES:
         for page, template in templates.items():
