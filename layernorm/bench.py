@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import math
 import os
@@ -592,7 +593,12 @@ def run(args: argparse.Namespace) -> int:
     results = [r for c in cases for r in c.results]
     bar = bar_rows(results, ceiling) + hosttime.bar_rows(host, OURS)
     write_results(args.out, env, ceiling, table.SOURCE, cases, bar, host_time=host)
-    plots = [] if args.no_plot or not cases else plot(cases, args.out)
+    plots = []
+    if not args.no_plot and cases:
+        if importlib.util.find_spec("matplotlib") is None:
+            print("no plots: matplotlib is not installed (pip install 'layernorm[experiments]')")
+        else:
+            plots = plot(cases, args.out)
     print()
     if cases:
         print_table(cases, ceiling)

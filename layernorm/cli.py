@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from typing import Optional, Sequence
 
@@ -22,7 +23,28 @@ SUBCOMMANDS = {
 }
 
 
+# Subcommands that need the `experiments` extra (training, data, plots, progress bars); the
+# library itself needs torch only.
+EXPERIMENT_PACKAGES = ("numpy", "matplotlib", "mnist1d", "tqdm")
+NEEDS_EXPERIMENTS = ("experiment", "tour")
+
+
+class MissingExtra(Exception):
+    """A subcommand's optional packages are not installed."""
+
+
+def _check_extras(name: str) -> None:
+    if name not in NEEDS_EXPERIMENTS:
+        return
+    missing = [p for p in EXPERIMENT_PACKAGES if importlib.util.find_spec(p) is None]
+    if missing:
+        raise MissingExtra(
+            f"layernorm {name} needs the experiments extra; missing: {', '.join(missing)}. "
+            "Install it with: pip install 'layernorm[experiments]' (from a clone: bash scripts/install.sh)")
+
+
 def _module_for(name: str):
+    _check_extras(name)
     return importlib.import_module(SUBCOMMANDS[name][0])
 
 
@@ -39,8 +61,13 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
-    return int(_module_for(args.command).run(args) or 0)
+    try:
+        args = build_parser(argv).parse_args(argv)
+        module = _module_for(args.command)
+    except MissingExtra as missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
+    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":

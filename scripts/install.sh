@@ -9,6 +9,7 @@ if ! "$python" -c "import torch" 2>/dev/null; then
   "$python" -m pip install -q "torch==2.13.0" \
     || "$python" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
-extra=""
+# The package needs torch only; the tour and the experiments need the `experiments` extra.
+extra="[experiments]"
 if [ "${1:-}" = "test" ]; then extra="[test]"; fi
 "$python" -m pip install -q -e ".${extra}"

@@ -1,12 +1,14 @@
 """The command line: `layernorm check` prints its table and its exit status means something."""
 
+import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
-from layernorm import check
+from layernorm import check, cli
 from layernorm.cli import main
 
 
@@ -67,3 +69,39 @@ def test_unknown_subcommand_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_info:
         main(["frobnicate"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("command", ["experiment", "tour"])
+def test_commands_that_need_the_experiments_extra_say_how_to_install_it(command, capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mnist1d" else real_find_spec(name, *a))
+    assert cli.main([command, "--help"] if command == "tour" else [command, "small-batch"]) == 2
+    err = capsys.readouterr().err
+    assert "missing: mnist1d" in err and "pip install 'layernorm[experiments]'" in err
+
+
+def test_the_library_imports_and_checks_with_torch_alone():
+    """What `pip install layernorm` gives: torch and nothing else (numpy, matplotlib, tqdm,
+    mnist1d hidden); the functions, patch and `layernorm check` still work."""
+    code = textwrap.dedent("""
+        import importlib.abc, sys
+        class Hide(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in {"numpy", "matplotlib", "tqdm", "mnist1d"}:
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        sys.meta_path.insert(0, Hide())
+        import warnings; warnings.simplefilter("ignore")
+        import torch, layernorm
+        x = torch.randn(4, 8)
+        layernorm.layer_norm(x, 8); layernorm.rms_norm(x, 8)
+        assert layernorm.patch(torch.nn.Sequential(torch.nn.LayerNorm(8))) == 1
+        from layernorm import cli
+        sys.exit(cli.main(["check", "--dtype", "float32"]))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cases passed" in result.stdout
