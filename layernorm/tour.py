@@ -5,15 +5,20 @@ It runs, in order, each with visible progress:
 1. ``check``: every implementation on every device against the float64 reference;
 2. a benchmark on the best device present: the full ``bench`` on a CUDA GPU,
    or on a CPU PyTorch's op against the reference and the dispatch;
-3. every experiment, by default at the quick size: about a minute each on
-   2 CPU cores, large enough that each verdict agrees with the documented
-   default run's (``--experiment-size smoke`` takes seconds but its verdicts
-   are no evidence; ``default`` is the documented runs, about 13 minutes);
+3. every experiment, by default at the quick size: one seed, a minute or
+   two each on 2 CPU cores, large enough that each verdict agrees with the
+   documented default run's (``--experiment-size smoke`` takes seconds but
+   its verdicts are no evidence; ``default`` is the documented runs, three
+   seeds each, about an hour on 2 CPU cores);
 
-then writes ``report.md`` and ``report.html`` (tables, plots, verdicts) into
-``--out`` (default ``runs/tour``) and prints where they are. A step that fails
-is reported as failed, with its error, and the steps after it still run.
-The whole tour took 3 min 10 s to 3 min 25 s on 2 CPU cores (measured: docs/experiments.md).
+then writes ``report.md`` and ``report.html`` into ``--out`` (default
+``runs/tour``) and prints where they are. The report opens with a summary
+(each step's verdict, the benchmark's bar where a GPU ran, one key plot per
+experiment); the details follow, long tables folded. A step that fails is
+reported as failed, with its error, and the steps after it still run.
+Before each step the tour prints an estimate of the time left: the sizes'
+measured times (``ESTIMATED_SECONDS``), scaled by how fast the finished steps
+went on this machine. Its wall time on 2 CPU cores: docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -27,11 +32,32 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
 EXPERIMENTS = ("small-batch", "running-stats", "rnn", "distributed", "transformer")
+
+# The plot that shows each experiment's claim best: the one the summary shows.
+KEY_PLOTS = {
+    "small-batch": "accuracy_vs_batch_size.png",
+    "running-stats": "running_stats.png",
+    "rnn": "learning_curves.png",
+    "distributed": "loss_difference.png",
+    "transformer": "loss_curves.png",
+}
+
+# Seconds each step took on 2 CPU cores (docs/experiments.md), per experiment
+# size: what the estimate of the time left starts from. "check" and "bench"
+# do not depend on the size.
+ESTIMATED_SECONDS = {
+    "check": 2, "bench": 9,
+    "smoke": {"small-batch": 10, "running-stats": 2, "rnn": 3, "distributed": 33, "transformer": 2},
+    "quick": {"small-batch": 48, "running-stats": 21, "rnn": 62, "distributed": 61, "transformer": 133},
+    "default": {"small-batch": 1340, "running-stats": 135, "rnn": 895, "distributed": 270, "transformer": 455},
+}
+PACE_PRIOR_SECONDS = 30.0  # see time_left
+TABLE_ROWS_SHOWN = 12  # a longer table is folded away in the report (<details>)
 
 
 @dataclass
@@ -44,6 +70,8 @@ class Section:
     table: List[List[str]] = field(default_factory=list)  # first row is the header
     text: str = ""  # preformatted output
     images: List[Path] = field(default_factory=list)
+    key_image: Optional[Path] = None  # the plot the summary shows
+    headline_table: bool = False  # the table goes into the summary too (the GPU benchmark's bar)
     seconds: float = 0.0
 
 
@@ -153,6 +181,7 @@ def _gpu_bench_step(section: Section, out: Path) -> None:
         return
     saved = json.loads(results.read_text())
     bar = saved.get("bar", [])
+    section.headline_table = True  # the bar is the benchmark's verdict: the summary shows it
     section.table = [["row of the bar", "measured", "held"]] + [
         [row["row"], row["measured"], "yes" if row["held"] else "no"] for row in bar]
     env = saved.get("environment", {})
@@ -167,25 +196,92 @@ def _experiment_step(section: Section, name: str, out: Path, device: str, size: 
     summary = experiments.run_experiment(name, out, size=size, device=device)
     section.verdict = str(summary.get("verdict", "")) if isinstance(summary, dict) else ""
     section.images = sorted(out.glob("*.png"))
+    key = out / KEY_PLOTS[name]
+    section.key_image = key if key.is_file() else (section.images[0] if section.images else None)
+
+
+# ---- the time left ---------------------------------------------------------
+
+
+def expected_seconds(step: str, size: str) -> float:
+    """What a step took on 2 CPU cores: ``step`` is "check", "bench" or an experiment's name."""
+    return float(ESTIMATED_SECONDS[step] if step in ("check", "bench") else ESTIMATED_SECONDS[size][step])
+
+
+def time_left(done: Sequence[Tuple[float, float]], remaining: Sequence[float]) -> float:
+    """Seconds the remaining steps should take.
+
+    ``done`` holds (expected, actual) seconds of the finished steps,
+    ``remaining`` the expected seconds of the rest. The expectations come from
+    another machine, so they are scaled by this machine's pace so far: a tour
+    whose first minutes took twice their estimate is expected to go on so.
+    The pace starts from PACE_PRIOR_SECONDS of steps that went as expected, so
+    that a step of a second (the check) cannot swing the estimate.
+    """
+    expected_done = PACE_PRIOR_SECONDS + sum(expected for expected, _ in done)
+    actual_done = PACE_PRIOR_SECONDS + sum(actual for _, actual in done)
+    return actual_done / expected_done * sum(remaining)
+
+
+def duration_text(seconds: float) -> str:
+    """"about 40 s", "about 3 min", "about 1 h 5 min"."""
+    if seconds < 60:
+        return f"about {max(5, 5 * round(seconds / 5)):.0f} s"
+    minutes = round(seconds / 60)
+    return f"about {minutes} min" if minutes < 60 else f"about {minutes // 60} h {minutes % 60} min"
 
 
 # ---- the report ------------------------------------------------------------
+# Summary first (every verdict, the GPU benchmark's bar, one key plot per
+# experiment), the details after it, each long table folded away.
+
+
+def _relative(path: Path, out: Path) -> str:
+    return path.relative_to(out).as_posix()
+
+
+def _md_cell(text: str) -> str:
+    """A table cell: a "|" inside it (distributed's verdict has two) would end the cell."""
+    return text.replace("|", "\\|")
+
+
+def _md_table(table: List[List[str]]) -> List[str]:
+    row = lambda cells: "| " + " | ".join(_md_cell(c) for c in cells) + " |"  # noqa: E731
+    return [row(table[0]), "|" + "---|" * len(table[0])] + [row(r) for r in table[1:]] + [""]
 
 
 def _markdown(sections: List[Section], out: Path, header: str) -> str:
-    lines = ["# layernorm tour", "", header, ""]
+    lines = ["# layernorm tour", "", header, "", "## Summary", ""]
+    lines += _md_table([["step", "status", "time", "verdict"]]
+                       + [[s.title, f"**{s.status}**", f"{s.seconds:.0f} s", s.verdict] for s in sections])
     for s in sections:
-        lines += [f"## {s.title}", "", f"**{s.status}** in {s.seconds:.1f} s. {s.verdict}", ""]
+        if s.headline_table and s.table:
+            lines += [f"### {s.title}", ""] + _md_table(s.table)
+    for s in sections:
+        if s.key_image is not None:
+            lines += [f"![{s.title}]({_relative(s.key_image, out)})", ""]
+    lines += ["## Details", ""]
+    for s in sections:
+        lines += [f"### {s.title}", "", f"**{s.status}** in {s.seconds:.1f} s. {s.verdict}", ""]
         if s.table:
-            lines.append("| " + " | ".join(s.table[0]) + " |")
-            lines.append("|" + "---|" * len(s.table[0]))
-            lines += ["| " + " | ".join(row) + " |" for row in s.table[1:]]
-            lines.append("")
+            folded = len(s.table) - 1 > TABLE_ROWS_SHOWN
+            if folded:  # GitHub renders a Markdown table inside <details> when blank lines surround it
+                lines += [f"<details><summary>{len(s.table) - 1} rows</summary>", ""]
+            lines += _md_table(s.table)
+            if folded:
+                lines += ["</details>", ""]
         for image in s.images:
-            lines += [f"![{s.title}]({image.relative_to(out).as_posix()})", ""]
+            lines += [f"![{s.title}]({_relative(image, out)})", ""]
         if s.status != "ok" or not (s.table or s.images):
             lines += ["```", s.text.strip()[-4000:], "```", ""]
     return "\n".join(lines)
+
+
+def _html_table(table: List[List[str]]) -> List[str]:
+    e = html.escape
+    return (["<table><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in table[0]) + "</tr></thead><tbody>"]
+            + ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in table[1:]]
+            + ["</tbody></table>"])
 
 
 def _html(sections: List[Section], out: Path, header: str) -> str:
@@ -193,20 +289,40 @@ def _html(sections: List[Section], out: Path, header: str) -> str:
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>layernorm tour</title>',
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}"
-        ".ok{color:#176117}.failed{color:#b00020}.skipped{color:#777}img{max-width:100%}"
-        "pre{background:#f5f5f5;padding:1em;overflow:auto}</style></head><body>",
+        "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px;"
+        "vertical-align:top}.ok{color:#176117}.failed{color:#b00020}.skipped{color:#777}img{max-width:100%}"
+        ".plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:1em}"
+        "summary{cursor:pointer}pre{background:#f5f5f5;padding:1em;overflow:auto}</style></head><body>",
         "<h1>layernorm tour</h1>", f"<p>{e(header)}</p>",
+        '<h2 id="summary">Summary</h2>',
+        "<table><thead><tr><th>step</th><th>status</th><th>time</th><th>verdict</th></tr></thead><tbody>",
     ]
+    parts += [f'<tr><td><a href="#step{i}">{e(s.title)}</a></td><td class="{e(s.status)}"><b>{e(s.status)}</b></td>'
+              f"<td>{s.seconds:.0f} s</td><td>{e(s.verdict)}</td></tr>" for i, s in enumerate(sections, 1)]
+    parts.append("</tbody></table>")
     for s in sections:
-        parts.append(f"<h2>{e(s.title)}</h2>")
+        if s.headline_table and s.table:
+            parts.append(f"<h3>{e(s.title)}</h3>")
+            parts += _html_table(s.table)
+    key_images = [s for s in sections if s.key_image is not None]
+    if key_images:
+        parts.append('<div class="plots">')
+        parts += [f'<figure><img src="{e(_relative(s.key_image, out))}" alt="{e(s.title)}">'
+                  f"<figcaption>{e(s.title)}</figcaption></figure>" for s in key_images]
+        parts.append("</div>")
+    parts.append('<h2 id="details">Details</h2>')
+    for i, s in enumerate(sections, 1):
+        parts.append(f'<h3 id="step{i}">{e(s.title)}</h3>')
         parts.append(f'<p><b class="{e(s.status)}">{e(s.status)}</b> in {s.seconds:.1f} s. {e(s.verdict)}</p>')
         if s.table:
-            parts.append("<table><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in s.table[0]) + "</tr></thead><tbody>")
-            parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in s.table[1:]]
-            parts.append("</tbody></table>")
+            folded = len(s.table) - 1 > TABLE_ROWS_SHOWN
+            if folded:
+                parts.append(f"<details><summary>the table: {len(s.table) - 1} rows</summary>")
+            parts += _html_table(s.table)
+            if folded:
+                parts.append("</details>")
         for image in s.images:
-            parts.append(f'<p><img src="{e(image.relative_to(out).as_posix())}" alt="{e(s.title)}"></p>')
+            parts.append(f'<p><img src="{e(_relative(image, out))}" alt="{e(s.title)}"></p>')
         if s.status != "ok" or not (s.table or s.images):
             parts.append(f"<pre>{e(s.text.strip()[-4000:])}</pre>")
     parts.append("</body></html>")
@@ -228,9 +344,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/tour"), help="where the report goes (default: runs/tour)")
     parser.add_argument("--device", default=None, help="device for the benchmark and experiments (default: cuda if present, else cpu)")
     parser.add_argument("--experiment-size", choices=SIZES, default="quick",
-                        help="size of each experiment run: smoke (seconds, no evidence), quick (about a minute "
-                             "each on 2 CPU cores, large enough to be evidence) or default (the documented "
-                             "runs, about 13 minutes in all) (default: quick)")
+                        help="size of each experiment run: smoke (seconds, no evidence), quick (one seed, a "
+                             "minute or two each on 2 CPU cores, large enough to be evidence) or default (the "
+                             "documented runs, three seeds each, about an hour in all) (default: quick)")
     parser.add_argument("--skip", action="append", default=[], choices=("check", "bench") + EXPERIMENTS,
                         help="leave a step out (repeatable)")
 
@@ -239,24 +355,26 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    steps = []
+    steps = []  # (what: "check", "bench" or an experiment, title, body)
     if "check" not in args.skip:
-        steps.append(("Check: every implementation against the float64 reference", _check_step))
+        steps.append(("check", "Check: every implementation against the float64 reference", _check_step))
     if "bench" not in args.skip:
         if device.startswith("cuda"):
-            steps.append(("Benchmark on the GPU", lambda s: _gpu_bench_step(s, out / "bench")))
+            steps.append(("bench", "Benchmark on the GPU", lambda s: _gpu_bench_step(s, out / "bench")))
         else:
-            steps.append(("Benchmark on the CPU", _cpu_bench_step))
+            steps.append(("bench", "Benchmark on the CPU", _cpu_bench_step))
     for name in EXPERIMENTS:
         if name not in args.skip:
-            steps.append((
-                f"Experiment: {name}",
-                lambda s, name=name: _experiment_step(s, name, out / name, device, args.experiment_size),
-            ))
+            steps.append((name, f"Experiment: {name}",
+                          lambda s, name=name: _experiment_step(s, name, out / name, device, args.experiment_size)))
+    expected = [expected_seconds(what, args.experiment_size) for what, _, _ in steps]
     started = time.perf_counter()
-    sections = []
-    for i, (title, body) in enumerate(steps, 1):
-        print(f"\n[{i}/{len(steps)}] {title}  ({time.perf_counter() - started:.0f} s so far)", flush=True)
+    sections: List[Section] = []
+    for i, (_, title, body) in enumerate(steps, 1):
+        done = [(expected[j], sections[j].seconds) for j in range(len(sections))]
+        left = duration_text(time_left(done, expected[i - 1:]))
+        print(f"\n[{i}/{len(steps)}] {title}  ({time.perf_counter() - started:.0f} s so far, {left} left)",
+              flush=True)
         sections.append(_run_step(title, body))
         print(f"[{i}/{len(steps)}] {sections[-1].status}: {sections[-1].verdict}", flush=True)
     header = (

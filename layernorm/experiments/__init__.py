@@ -7,16 +7,20 @@
 ``rnn``            An LSTM with layer normalization converges faster.
 ``distributed``    LayerNorm's training does not depend on the number of
                    data-parallel processes; BatchNorm's does (unless synced).
-``transformer``    Where the LayerNorm sits (pre-LN, post-LN, none) decides
-                   whether a small GPT trains at a high learning rate.
+``transformer``    Where the LayerNorm sits decides whether a small GPT needs
+                   a learning-rate warm-up: pre-LN trains without one at a
+                   high learning rate, post-LN needs it.
 =================  ==========================================================
 
 Each is run as ``layernorm experiment NAME`` and writes ``metrics.csv``,
 ``summary.json`` and PNG plots into ``--out`` (default ``runs/NAME``), then
 prints one line starting ``VERDICT``. Three sizes: ``--smoke`` (seconds, for
-tests: no evidence), ``--quick`` (about a minute each, what ``layernorm tour``
+tests: no evidence), ``--quick`` (a minute or two each, what ``layernorm tour``
 runs) and the default (the documented runs of docs/experiments.md). Each
-experiment module's ``config(size)`` returns its parameters at a size.
+experiment module's ``config(size)`` returns its parameters at a size,
+``seeds`` among them: how many seeds a run trains when ``--seeds`` does not
+say (3 at the default size, so that a difference can be told from noise; 1 at
+the smoke and quick sizes, whose verdicts say so).
 """
 
 from __future__ import annotations
@@ -44,11 +48,14 @@ def experiment_module(name: str):
 
 
 def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[str] = None,
-                   seed: int = 0, data: Optional[Path] = None, size: Optional[str] = None) -> Dict[str, object]:
+                   seed: int = 0, data: Optional[Path] = None, size: Optional[str] = None,
+                   seeds: Optional[int] = None) -> Dict[str, object]:
     """Run one experiment; return its summary (``summary["verdict"]`` is the verdict line).
 
     ``size`` is "smoke", "quick" or "default"; left out, ``smoke=True`` means
     "smoke" (the older way to ask) and otherwise the size is "default".
+    ``seeds`` is how many seeds, ``seed``, ``seed + 1``, ...; left out, the
+    size's own count (``config(size)["seeds"]``).
     """
     import torch
 
@@ -56,6 +63,8 @@ def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[s
 
     module = experiment_module(name)
     size = resolve_size(size, smoke)  # a contradiction fails here, before any work
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"seeds={seeds}: at least one seed is needed")
     device = resolve_device(device)
     # torch's global settings change for the run and come back after it
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
@@ -64,7 +73,7 @@ def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[s
     torch.set_num_threads(1)
     try:
         seed_everything(seed)
-        return module.run(out=Path(out), device=device, seed=seed, data=data, size=size)
+        return module.run(out=Path(out), device=device, seed=seed, data=data, size=size, seeds=seeds)
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
@@ -76,12 +85,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     size = parser.add_mutually_exclusive_group()  # argparse rejects --smoke with --quick
     size.add_argument("--smoke", action="store_true", help="a tiny run for tests (seconds; its verdict is no evidence)")
     size.add_argument("--quick", action="store_true",
-                      help="a quick run (about a minute on 2 CPU cores; what `layernorm tour` runs)")
+                      help="a quick run (one seed, a minute or two on 2 CPU cores; what `layernorm tour` runs)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present, else cpu)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/NAME)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="the first random seed (default: 0)")
+    parser.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
+                        help="train every arm with N seeds (--seed, --seed + 1, ...); the verdict is judged on "
+                             "their spread (default: 3, or 1 with --smoke and --quick)")
     parser.add_argument("--data", type=Path, default=None,
                         help="rnn, transformer: a UTF-8 text file to model instead of the standard-library docstrings")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least one seed is needed")
+    return value
 
 
 def size_from_args(args: argparse.Namespace) -> str:
@@ -103,5 +122,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"layernorm experiment {args.name}: {error}")
         return 2
-    run_experiment(args.name, out, size=size_from_args(args), device=device, seed=args.seed, data=args.data)
+    run_experiment(args.name, out, size=size_from_args(args), device=device, seed=args.seed, data=args.data,
+                   seeds=args.seeds)
     return 0

@@ -50,11 +50,21 @@ def resolve_device(device: Optional[str]) -> str:
 # for `layernorm tour` yet large enough that a true claim shows; default: the
 # documented runs of docs/experiments.md.
 SIZES = ("smoke", "quick", "default")
-VERDICT_NOTES = {
-    "smoke": " (smoke size: too small to be evidence)",
-    "quick": " (quick size)",
+SIZE_NOTES = {
+    "smoke": "smoke size: too small to be evidence",
+    "quick": "quick size",
     "default": "",
 }
+
+
+def verdict_note(size: str, seeds: Sequence[int]) -> str:
+    """What the verdict line ends with: its size unless default, and how many
+    seeds stand behind each figure (one seed has no spread to judge by)."""
+    if len(seeds) == 1:
+        counted = f"one seed ({seeds[0]}): no spread"
+    else:
+        counted = f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]}): mean [min, max]"
+    return " (" + ", ".join(part for part in (SIZE_NOTES[size], counted) if part) + ")"
 
 
 def resolve_size(size: Optional[str], smoke: bool = False) -> str:
@@ -76,6 +86,78 @@ def machine() -> str:
     """One line naming where the numbers came from."""
     return (f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+# ---- seeds, spread and the verdict rule ----------------------------------------
+
+
+def seed_list(first: int, count: int) -> List[int]:
+    """``count`` consecutive seeds from ``first``: --seed 5 --seeds 3 runs 5, 6 and 7."""
+    if count < 1:
+        raise ValueError(f"--seeds {count}: at least one seed is needed")
+    return list(range(first, first + count))
+
+
+def run_seeds(seed: int, count: Optional[int], cfg: Dict[str, object]) -> List[int]:
+    """The seeds a run trains: ``count`` of them from ``seed``, or the size's own count."""
+    return seed_list(seed, int(count if count is not None else cfg["seeds"]))
+
+
+class Spread:
+    """One measure over the seeds: its mean, its range (min to max) and every value.
+
+    NaN marks a seed that could not train or diverged; it makes the mean, min
+    and max NaN too, so that a broken seed is never averaged away.
+    """
+
+    def __init__(self, values: Iterable[float]):
+        self.values = [float(v) for v in values]
+        if not self.values:
+            raise ValueError("a spread needs at least one value")
+
+    @property
+    def broken(self) -> bool:
+        return any(not math.isfinite(v) for v in self.values)
+
+    @property
+    def mean(self) -> float:
+        return math.nan if self.broken else sum(self.values) / len(self.values)
+
+    @property
+    def min(self) -> float:
+        return math.nan if self.broken else min(self.values)
+
+    @property
+    def max(self) -> float:
+        return math.nan if self.broken else max(self.values)
+
+    def text(self, fmt: str = ".3f", scale: float = 1.0, unit: str = "") -> str:
+        """"2.360" for one seed, "2.360 [2.341, 2.377]" (mean [min, max]) for several."""
+        if len(self.values) == 1 or self.broken:
+            shown = ", ".join(f"{scale * v:{fmt}}" for v in self.values)
+            return shown + unit if len(self.values) == 1 else f"[{shown}]{unit}"
+        return f"{scale * self.mean:{fmt}}{unit} [{scale * self.min:{fmt}}, {scale * self.max:{fmt}}]"
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"mean": self.mean, "min": self.min, "max": self.max, "per_seed": list(self.values)}
+
+
+def separated(better: Sequence[float], worse: Sequence[float], margin: float = 0.0,
+              higher_is_better: bool = True) -> bool:
+    """The verdict rule: the claimed-better arm's *worst* seed beats the other
+    arm's *best* seed by more than ``margin`` (their ranges do not overlap).
+
+    How often chance alone passes it, with three seeds an arm: if the two
+    arms were independent draws from one distribution, 1 in 20 (one of the
+    C(6, 3) = 20 ways to split six values). The arms of these experiments
+    share each seed's data order, so the honest bound is the paired one:
+    swapping the two arms' labels within each seed gives 2**3 = 8 orderings,
+    of which at most one passes - at most 1 in 8. A NaN (could not train,
+    diverged) counts as the worst result.
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    score = lambda v: sign * v if math.isfinite(v) else -math.inf  # noqa: E731 - higher is better
+    return min(score(v) for v in better) > max(score(v) for v in worse) + margin
 
 
 # ---- files, written atomically ----------------------------------------------
@@ -145,6 +227,29 @@ def pyplot():
     return plt
 
 
+def plot_spread(ax, xs: Sequence[float], spreads: Sequence["Spread"], label: str, scale: float = 1.0,
+                **style) -> None:
+    """The mean over seeds as a line, the min-max range as a band around it.
+
+    Points where a seed broke (NaN) are left out of the line and the band.
+    With one seed there is no band, only the line."""
+    kept = [(x, s) for x, s in zip(xs, spreads) if not s.broken]
+    if not kept:
+        return
+    x = [x for x, _ in kept]
+    (line,) = ax.plot(x, [scale * s.mean for _, s in kept], label=label, **style)
+    if any(len(s.values) > 1 for _, s in kept):
+        ax.fill_between(x, [scale * s.min for _, s in kept], [scale * s.max for _, s in kept],
+                        color=line.get_color(), alpha=0.2, lw=0)
+
+
+def seeds_caption(seeds: Sequence[int]) -> str:
+    """What a plot's band means, for its title."""
+    if len(seeds) == 1:
+        return f"one seed ({seeds[0]})"
+    return f"mean of {len(seeds)} seeds, band: min to max"
+
+
 # ---- progress and the end of a run ------------------------------------------
 
 
@@ -167,11 +272,12 @@ def finish(name: str, out: Path, rows: Sequence[Dict[str, object]], summary: Dic
            verdict: str, args: Dict[str, object], timer: Timer) -> Dict[str, object]:
     """Write metrics.csv and summary.json, print the verdict line, return the summary.
 
-    The verdict line ends by naming its size unless it is the default: a
-    smoke or quick verdict must not be read as the documented run's.
+    The verdict line ends by naming its size unless it is the default (a
+    smoke or quick verdict must not be read as the documented run's) and its
+    seeds (a one-seed verdict has no spread behind it).
     """
     size = args.get("size") or ("smoke" if args.get("smoke") else "default")
-    verdict += VERDICT_NOTES[size]
+    verdict += verdict_note(size, args.get("seeds") or [args.get("seed", 0)])
     summary = {
         "experiment": name,
         "verdict": verdict,

@@ -25,6 +25,12 @@ Collectives are counted by wrapping them: DDP's gradient all_reduce through a
 communication hook, the normalization's through its own autograd function.
 Their time is wall time inside the call, waiting for the other processes
 included.
+
+Every model trains with each seed (3 at the default size; a seed sets the
+initial weights and the global batches), all in the same spawned processes.
+Verdict rule (``judge``): supported when LayerNorm's largest difference from
+the 1-process curve, over every seed, stays under 1e-3, and BatchNorm's
+smallest (over the seeds) is more than ten times LayerNorm's largest.
 """
 
 from __future__ import annotations
@@ -35,13 +41,14 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ._common import LABELS, Timer, finish, make_norm, mnist1d, mlp, progress, pyplot, resolve_size, save_figure
+from ._common import (LABELS, Spread, Timer, finish, make_norm, mnist1d, mlp, plot_spread, progress, pyplot,
+                      resolve_size, run_seeds, save_figure, seeds_caption, separated)
 
 NORMS = ("layernorm", "batchnorm", "syncbatchnorm")
 GLOBAL_BATCH = 64
@@ -54,10 +61,11 @@ NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
 # Spawning 1 + 2 + 4 processes, each importing torch, costs about half a
 # minute whatever the steps: the sizes differ in the steps that follow. Quick
 # runs half the default's steps; BatchNorm's curves part from the first step.
+# The seeds all train in the same processes, so they add steps, not spawns.
 CONFIGS = {
-    "smoke": {"steps": 20, "mnist1d_samples": 1_000},
-    "quick": {"steps": 150, "mnist1d_samples": 5_000},
-    "default": {"steps": 300, "mnist1d_samples": 5_000},
+    "smoke": {"steps": 20, "mnist1d_samples": 1_000, "seeds": 1},
+    "quick": {"steps": 150, "mnist1d_samples": 5_000, "seeds": 1},
+    "default": {"steps": 300, "mnist1d_samples": 5_000, "seeds": 3},
 }
 
 
@@ -163,10 +171,10 @@ def make_norm_distributed(kind: str, width: int) -> torch.nn.Module:
 # ---- one process -----------------------------------------------------------
 
 
-def train_one(norm: str, data, cfg: dict, device: torch.device) -> dict:
+def train_one(norm: str, data, cfg: dict, device: torch.device, seed: int) -> dict:
     """Train one model on this process's shards; return losses and counts."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    torch.manual_seed(cfg["seed"])  # the same initial weights on every process
+    torch.manual_seed(seed)  # the same initial weights on every process
     model = mlp(norm, make=make_norm_distributed)
     if norm == "syncbatchnorm" and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -176,14 +184,14 @@ def train_one(norm: str, data, cfg: dict, device: torch.device) -> dict:
     ddp.register_comm_hook(None, ddp_counting_hook)
     opt = torch.optim.Adam(ddp.parameters(), lr=cfg["lr"])
     x, y = data["x"].to(device), data["y"].to(device)
-    order = torch.Generator().manual_seed(cfg["seed"])  # the same global batches on every process
+    order = torch.Generator().manual_seed(seed)  # the same global batches on every process
     shard = GLOBAL_BATCH // world
     COUNTS.clear()
     losses = torch.zeros(cfg["steps"], device=device)
     dist.barrier()
     start = time.perf_counter()
     steps = range(cfg["steps"])
-    for step in progress(steps, desc=f"{norm} x{world}") if rank == 0 else steps:
+    for step in progress(steps, desc=f"{norm} x{world} seed {seed}") if rank == 0 else steps:
         idx = torch.randint(len(x), (GLOBAL_BATCH,), generator=order)[rank * shard:(rank + 1) * shard].to(device)
         loss = F.cross_entropy(ddp(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
@@ -209,7 +217,8 @@ def worker(rank: int, world: int, port: int, data, cfg: dict, result_path: str) 
         torch.cuda.set_device(device)
         count_sync_batchnorm()
     try:
-        results = {norm: train_one(norm, data, cfg, device) for norm in NORMS}
+        results = {seed: {norm: train_one(norm, data, cfg, device, seed) for norm in NORMS}
+                   for seed in cfg["seeds"]}
         if rank == 0:
             torch.save(results, result_path)
     finally:
@@ -235,45 +244,77 @@ def spawn(world: int, data, cfg: dict) -> dict:
 # ---- the experiment --------------------------------------------------------
 
 
-def plot(results: dict, worlds, out: Path, synced: str) -> None:
+def largest_so_far(a: Sequence[float], b: Sequence[float]) -> list:
+    """The largest ``|a - b|`` up to each step; 0 is kept at 1e-9 for a log scale."""
+    worst, so_far = [], 1e-9
+    for u, v in zip(a, b):
+        so_far = max(so_far, abs(u - v))
+        worst.append(so_far)
+    return worst
+
+
+def plot(results: dict, worlds, seeds: Sequence[int], out: Path, synced: str) -> None:
+    """results[world][seed][norm]: what each process count trained, seed by seed."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(NORMS), figsize=(15, 4), sharey=True)
     for ax, norm in zip(axes, NORMS):
         for world in worlds:
-            losses = results[world][norm]["losses"]
-            ax.plot(range(1, len(losses) + 1), losses, lw=1, label=f"{world} process{'es' if world > 1 else ''}")
+            curves = [results[world][s][norm]["losses"] for s in seeds]
+            steps = range(1, len(curves[0]) + 1)
+            plot_spread(ax, steps, [Spread(at_step) for at_step in zip(*curves)],
+                        f"{world} process{'es' if world > 1 else ''}", lw=1)
         ax.set_title(synced if norm == "syncbatchnorm" else LABELS[norm])
         ax.set_xlabel("step (global batch 64)")
         ax.grid(alpha=0.3)
         ax.legend()
     axes[0].set_ylabel("training loss")
-    fig.suptitle("DistributedDataParallel: the loss curve on 1, 2 and 4 processes")
+    fig.suptitle(f"DistributedDataParallel: the loss curve on 1, 2 and 4 processes ({seeds_caption(seeds)})")
     save_figure(fig, out / "loss_curves.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for norm in NORMS:
         for world in worlds[1:]:
-            a, b = results[world][norm]["losses"], results[worlds[0]][norm]["losses"]
-            worst, so_far = [], 1e-9  # the largest difference up to each step; 0 is drawn at 1e-9
-            for u, v in zip(a, b):
-                so_far = max(so_far, abs(u - v))
-                worst.append(so_far)
-            ax.plot(range(1, len(worst) + 1), worst, lw=1.5, color=f"C{NORMS.index(norm)}",
-                    ls="-" if world == worlds[-1] else ":", label=f"{LABELS[norm]}, {world} processes")
+            worst = [largest_so_far(results[world][s][norm]["losses"], results[worlds[0]][s][norm]["losses"])
+                     for s in seeds]
+            plot_spread(ax, range(1, len(worst[0]) + 1), [Spread(at_step) for at_step in zip(*worst)],
+                        f"{LABELS[norm]}, {world} processes", lw=1.5, color=f"C{NORMS.index(norm)}",
+                        ls="-" if world == worlds[-1] else ":")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("largest |loss - loss on 1 process| so far")
-    ax.set_title("How far each curve moves from the 1-process curve")
+    ax.set_title(f"How far each curve moves from the 1-process curve\n({seeds_caption(seeds)})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     save_figure(fig, out / "loss_difference.png")
 
 
+def judge(gap: Dict[str, Spread], mean_gap: Dict[str, Spread], calls: Dict[str, float],
+          coll_ms: Dict[str, float], step_ms: Dict[str, float], processes: int, steps: int) -> Tuple[bool, str]:
+    """The verdict rule, on the seeds' spread: (supported?, the verdict line).
+
+    ``gap[norm]``: seed by seed, the largest ``|loss - loss on 1 process|`` at
+    ``processes`` processes; the other figures are means over the seeds."""
+    holds = (max(gap["layernorm"].values) < 1e-3
+             and separated(gap["batchnorm"].values, [10 * v for v in gap["layernorm"].values]))
+    verdict = (
+        f"{'supported' if holds else 'refuted'}: |training loss - loss on 1 process| at {processes} processes, "
+        f"largest over {steps} steps: LayerNorm {gap['layernorm'].text('.1e')}, BatchNorm "
+        f"{gap['batchnorm'].text('.1e')}, synced BatchNorm {gap['syncbatchnorm'].text('.1e')} (mean over the steps "
+        f"{mean_gap['layernorm'].text('.1e')} / {mean_gap['batchnorm'].text('.1e')} / "
+        f"{mean_gap['syncbatchnorm'].text('.1e')}); collectives per step: LayerNorm {calls['layernorm']:.0f} "
+        f"({coll_ms['layernorm']:.2f} ms), synced BatchNorm {calls['syncbatchnorm']:.0f} "
+        f"({coll_ms['syncbatchnorm']:.2f} ms); step time {step_ms['layernorm']:.1f} vs "
+        f"{step_ms['syncbatchnorm']:.1f} ms"
+    )
+    return holds, verdict
+
+
 def run(out: Path, smoke: bool = False, device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
-        size: Optional[str] = None) -> dict:
+        size: Optional[str] = None, seeds: Optional[int] = None) -> dict:
     timer = Timer()
     size = resolve_size(size, smoke)
     sized = config(size)
+    seeds = run_seeds(seed, seeds, sized)
     dataset = mnist1d(sized["mnist1d_samples"])
     worlds = [1, 2, 4]
     if device.startswith("cuda"):
@@ -281,7 +322,7 @@ def run(out: Path, smoke: bool = False, device: str = "cpu", seed: int = 0, data
             print("distributed: fewer than 2 GPUs, so the processes run on the CPU (gloo)")
             device = "cpu"
         worlds = [w for w in worlds if device == "cpu" or w <= torch.cuda.device_count()]
-    cfg = {"steps": sized["steps"], "lr": 2e-3, "seed": seed, "device": device}
+    cfg = {"steps": sized["steps"], "lr": 2e-3, "seeds": seeds, "device": device}
     results = {}
     for world in worlds:
         print(f"spawning {world} process{'es' if world > 1 else ''} ...", flush=True)
@@ -289,57 +330,60 @@ def run(out: Path, smoke: bool = False, device: str = "cpu", seed: int = 0, data
 
     rows = []
     for world in worlds:
-        for norm in NORMS:
-            r = results[world][norm]
-            for step, loss in enumerate(r["losses"], 1):
-                rows.append({"norm": norm, "processes": world, "step": step, "train_loss": loss})
+        for s in seeds:
+            for norm in NORMS:
+                for step, loss in enumerate(results[world][s][norm]["losses"], 1):
+                    rows.append({"seed": s, "norm": norm, "processes": world, "step": step, "train_loss": loss})
+
+    def over_seeds(world: int, norm: str, key: str) -> float:  # a mean over the seeds, per step
+        return sum(key(results[world][s][norm]) for s in seeds) / len(seeds) / cfg["steps"]
+
     collective_rows = []
     for world in worlds:
         for norm in NORMS:
-            r = results[world][norm]
-            for kind, (calls, seconds) in sorted(r["collectives"].items()):
-                collective_rows.append({"norm": norm, "processes": world, "collective": kind,
-                                        "calls_per_step": calls / cfg["steps"],
-                                        "ms_per_step": 1e3 * seconds / cfg["steps"]})
+            kinds = sorted({k for s in seeds for k in results[world][s][norm]["collectives"]})
+            for kind in kinds:
+                collective_rows.append({
+                    "norm": norm, "processes": world, "collective": kind,
+                    "calls_per_step": over_seeds(world, norm, lambda r: r["collectives"].get(kind, [0, 0])[0]),
+                    "ms_per_step": 1e3 * over_seeds(world, norm, lambda r: r["collectives"].get(kind, [0, 0])[1])})
     synced = "SyncBatchNorm (torch)" if device.startswith("cuda") else "synced BatchNorm (ours: one all_reduce)"
-    plot(results, worlds, out, synced)
+    plot(results, worlds, seeds, out, synced)
 
+    def differences(world: int, norm: str, s: int) -> list:
+        return [abs(a - b) for a, b in zip(results[world][s][norm]["losses"], results[1][s][norm]["losses"])]
+
+    gap = {n: {w: Spread(max(differences(w, n, s)) for s in seeds) for w in worlds} for n in NORMS}
+    mean_gap = {n: {w: Spread(sum(differences(w, n, s)) / cfg["steps"] for s in seeds) for w in worlds}
+                for n in NORMS}
+    step_ms = {n: {w: 1e3 * over_seeds(w, n, lambda r: r["seconds"]) for w in worlds} for n in NORMS}
+    calls = {n: {w: over_seeds(w, n, lambda r: sum(c for c, _ in r["collectives"].values())) for w in worlds}
+             for n in NORMS}
+    coll_ms = {n: {w: 1e3 * over_seeds(w, n, lambda r: sum(t for _, t in r["collectives"].values()))
+                   for w in worlds} for n in NORMS}
     last = worlds[-1]
-    diffs = {norm: {w: [abs(a - b) for a, b in zip(results[w][norm]["losses"], results[1][norm]["losses"])]
-                    for w in worlds} for norm in NORMS}
-    gap = {norm: {w: max(d) for w, d in diffs[norm].items()} for norm in NORMS}
-    mean_gap = {norm: {w: sum(d) / len(d) for w, d in diffs[norm].items()} for norm in NORMS}
-    step_ms = {norm: {w: 1e3 * results[w][norm]["seconds"] / cfg["steps"] for w in worlds} for norm in NORMS}
-    calls = {norm: {w: sum(c for c, _ in results[w][norm]["collectives"].values()) / cfg["steps"] for w in worlds}
-             for norm in NORMS}
-    coll_ms = {norm: {w: 1e3 * sum(s for _, s in results[w][norm]["collectives"].values()) / cfg["steps"]
-                      for w in worlds} for norm in NORMS}
-    holds = gap["layernorm"][last] < 1e-3 and gap["batchnorm"][last] > 10 * gap["layernorm"][last]
-    verdict = (
-        f"{'supported' if holds else 'refuted'}: |training loss - loss on 1 process| at {last} processes, mean "
-        f"(max) over {cfg['steps']} steps: LayerNorm {mean_gap['layernorm'][last]:.1e} ({gap['layernorm'][last]:.1e}), "
-        f"BatchNorm {mean_gap['batchnorm'][last]:.1e} ({gap['batchnorm'][last]:.1e}), synced BatchNorm "
-        f"{mean_gap['syncbatchnorm'][last]:.1e} ({gap['syncbatchnorm'][last]:.1e}); collectives per step: LayerNorm "
-        f"{calls['layernorm'][last]:.0f} ({coll_ms['layernorm'][last]:.2f} ms), synced BatchNorm "
-        f"{calls['syncbatchnorm'][last]:.0f} ({coll_ms['syncbatchnorm'][last]:.2f} ms); step time "
-        f"{step_ms['layernorm'][last]:.1f} vs {step_ms['syncbatchnorm'][last]:.1f} ms"
-    )
+    holds, verdict = judge({n: gap[n][last] for n in NORMS}, {n: mean_gap[n][last] for n in NORMS},
+                           {n: calls[n][last] for n in NORMS}, {n: coll_ms[n][last] for n in NORMS},
+                           {n: step_ms[n][last] for n in NORMS}, last, cfg["steps"])
     summary = {
         "claim": "LayerNorm's loss curve does not depend on the number of processes; BatchNorm's does unless synced",
         "supported": holds,
+        "seeds": seeds,
         "processes": worlds,
         "global_batch": GLOBAL_BATCH,
-        "max_loss_difference_from_1_process": gap,
-        "mean_loss_difference_from_1_process": mean_gap,
+        "max_loss_difference_from_1_process": {n: {w: v.as_dict() for w, v in gap[n].items()} for n in NORMS},
+        "mean_loss_difference_from_1_process": {n: {w: v.as_dict() for w, v in mean_gap[n].items()} for n in NORMS},
         "collectives_per_step": calls,
         "collective_ms_per_step": coll_ms,
         "step_ms": step_ms,
-        "final_train_loss": {n: {w: results[w][n]["losses"][-1] for w in worlds} for n in NORMS},
-        "test_loss_rank0": {n: {w: results[w][n]["test_loss_rank0"] for w in worlds} for n in NORMS},
+        "final_train_loss": {n: {w: Spread(results[w][s][n]["losses"][-1] for s in seeds).as_dict() for w in worlds}
+                             for n in NORMS},
+        "test_loss_rank0": {n: {w: Spread(results[w][s][n]["test_loss_rank0"] for s in seeds).as_dict()
+                                for w in worlds} for n in NORMS},
         "collectives": collective_rows,
         "syncbatchnorm": "torch.nn.SyncBatchNorm" if device.startswith("cuda") else
                          "CrossProcessBatchNorm1d (torch.nn.SyncBatchNorm raises on CPU tensors)",
         "backend": "nccl" if device.startswith("cuda") else "gloo",
     }
     return finish("distributed", out, rows, summary, verdict,
-                  {"smoke": size == "smoke", "size": size, "device": device, **cfg}, timer)
+                  {"smoke": size == "smoke", "size": size, "device": device, "seed": seed, **cfg}, timer)

@@ -22,33 +22,43 @@ model characters (bits per character on held-out text):
 
 The text is, by default, the docstrings of Python's standard library (see
 ``_common.stdlib_docstrings``); ``--data`` takes your own file.
+
+Every cell trains with each seed (3 at the default size); a seed sets the
+initial weights and the text windows, the same for the three cells. Verdict
+rule (``judge``): supported when, at every seed, LN-LSTM reaches that seed's
+plain-LSTM final bits per character before the last step, and LN-LSTM's
+worst final bits per character is below the plain LSTM's best.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._common import CharData, Timer, finish, load_text, progress, pyplot, resolve_size, save_figure
+from ._common import (CharData, Spread, Timer, finish, load_text, plot_spread, progress, pyplot, resolve_size,
+                      run_seeds, save_figure, seeds_caption, separated)
 
 CELLS = ("lstm", "ln-lstm", "bn-lstm")
 LABELS = {"lstm": "LSTM", "ln-lstm": "LN-LSTM (LayerNorm)", "bn-lstm": "BN-LSTM (per-step BatchNorm)"}
 
 # text_chars: how much of the corpus to use (None: all of it). The time goes
-# into steps x seq_len LSTM cell calls, each costing about d_hidden squared.
+# into steps x seq_len LSTM cell calls, each costing about d_hidden squared
+# (hidden 256 took four times as long as 128 and showed the same); BN-LSTM
+# adds three BatchNorm calls per time step, whose backward is slow on a CPU.
 # Quick is the default model for its first 200 of 600 steps (Adam, no
-# schedule: the same curves, cut short); LN-LSTM leads from the start.
+# schedule: the same curves, cut short), at one seed; LN-LSTM leads from the
+# start.
 CONFIGS = {
     "smoke": dict(text_chars=200_000, d_embed=32, d_hidden=64, seq_len=32, batch_size=32, lr=2e-3,
-                  steps=30, eval_every=10, val_batches=2),
-    "quick": dict(text_chars=None, d_embed=32, d_hidden=256, seq_len=64, batch_size=32, lr=2e-3,
-                  steps=200, eval_every=25, val_batches=8),
-    "default": dict(text_chars=None, d_embed=32, d_hidden=256, seq_len=64, batch_size=32, lr=2e-3,
-                    steps=600, eval_every=50, val_batches=8),
+                  steps=30, eval_every=10, val_batches=2, seeds=1),
+    "quick": dict(text_chars=None, d_embed=32, d_hidden=128, seq_len=64, batch_size=32, lr=2e-3,
+                  steps=200, eval_every=25, val_batches=8, seeds=1),
+    "default": dict(text_chars=None, d_embed=32, d_hidden=128, seq_len=64, batch_size=32, lr=2e-3,
+                    steps=600, eval_every=50, val_batches=8, seeds=3),
 }
 
 
@@ -153,7 +163,7 @@ def bits_per_char(model, batches, device) -> float:
 def train(kind: str, data: CharData, cfg: dict, seed: int, device: str):
     torch.manual_seed(seed)
     model = CharLSTM(kind, data.vocab_size, cfg["d_embed"], cfg["d_hidden"], cfg["seq_len"]).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], fused=True)  # fused: one kernel for the update
     batches = torch.Generator().manual_seed(seed)  # the same text windows for every cell
     val = data.val_batches(cfg["val_batches"], cfg["batch_size"], cfg["seq_len"])
     curve, timer = [], Timer()
@@ -174,61 +184,93 @@ def train(kind: str, data: CharData, cfg: dict, seed: int, device: str):
     return curve
 
 
-def plot(rows, out: Path, source: str) -> None:
+def curve_spreads(rows: Sequence[dict], kind: str, seeds: Sequence[int]) -> Tuple[List[int], List[Spread]]:
+    """One cell's evaluation steps and its held-out bits per character at each, over the seeds."""
+    by_key = {(r["step"], r["seed"]): r["val_bpc"] for r in rows if r["cell"] == kind}
+    steps = sorted({step for step, _ in by_key})
+    return steps, [Spread(by_key[(step, s)] for s in seeds) for step in steps]
+
+
+def plot(rows, seeds: Sequence[int], out: Path, source: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for kind in CELLS:
-        pts = [r for r in rows if r["cell"] == kind]
-        ax.plot([r["step"] for r in pts], [r["val_bpc"] for r in pts], "o-", ms=3, label=LABELS[kind])
+        steps, spreads = curve_spreads(rows, kind, seeds)
+        plot_spread(ax, steps, spreads, LABELS[kind], marker="o", ms=3)
     ax.set_xlabel("training step")
     ax.set_ylabel("held-out bits per character")
-    ax.set_title("Character-level LSTMs: learning curves")
+    ax.set_title(f"Character-level LSTMs: learning curves ({seeds_caption(seeds)})", fontsize=10)
     ax.text(0.99, 0.97, source, transform=ax.transAxes, ha="right", va="top", fontsize=7, color="gray", wrap=True)
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, out / "learning_curves.png")
 
 
-def first_step_below(rows, kind: str, target: float):
-    return next((r["step"] for r in rows if r["cell"] == kind and r["val_bpc"] <= target), None)
+def first_step_below(rows, kind: str, target: float, seed: int):
+    return next((r["step"] for r in rows if r["cell"] == kind and r["seed"] == seed and r["val_bpc"] <= target),
+                None)
+
+
+def reach_text(steps: Sequence[Optional[int]]) -> str:
+    """"step 250" for one seed; "step 250 [200, 300]" for several; "never" where a seed never got there."""
+    if any(s is None for s in steps):
+        return "steps " + ", ".join("never" if s is None else str(s) for s in steps)
+    return "step " + Spread(steps).text(".0f")
+
+
+def judge(final: Dict[str, Spread], reach: Dict[str, List[Optional[int]]], steps: int,
+          seconds: Dict[str, Spread]) -> Tuple[bool, str]:
+    """The verdict rule, on the seeds' spread: (supported?, the verdict line).
+
+    ``reach[cell]`` is, seed by seed, the first evaluated step at which the
+    cell is at or below that seed's plain-LSTM final bits per character."""
+    holds = (all(s is not None and s < steps for s in reach["ln-lstm"])
+             and separated(final["ln-lstm"].values, final["lstm"].values, higher_is_better=False))
+    verdict = (
+        f"{'supported' if holds else 'refuted'}: LN-LSTM reaches the plain LSTM's final "
+        f"{final['lstm'].text()} bits/char at {reach_text(reach['ln-lstm'])} of {steps} (BN-LSTM: "
+        f"{reach_text(reach['bn-lstm'])}); final held-out bits/char LSTM {final['lstm'].text()}, LN-LSTM "
+        f"{final['ln-lstm'].text()}, BN-LSTM {final['bn-lstm'].text()}; training time "
+        f"{seconds['lstm'].mean:.0f} s / {seconds['ln-lstm'].mean:.0f} s / {seconds['bn-lstm'].mean:.0f} s a seed"
+    )
+    return holds, verdict
 
 
 def run(out: Path, smoke: bool = False, device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
-        size: Optional[str] = None) -> dict:
+        size: Optional[str] = None, seeds: Optional[int] = None) -> dict:
     timer = Timer()
     size = resolve_size(size, smoke)
     cfg = config(size)
+    seeds = run_seeds(seed, seeds, cfg)
     text, source = load_text(data)
     text = text[:cfg.pop("text_chars")]  # [:None] keeps it all
     chars = CharData(text)
     rows = []
-    for kind in CELLS:
-        rows += train(kind, chars, cfg, seed, device)
-    plot(rows, out, source)
+    for run_seed in seeds:
+        for kind in CELLS:
+            rows += [{"seed": run_seed, **r} for r in train(kind, chars, cfg, run_seed, device)]
+    plot(rows, seeds, out, source)
 
-    final = {k: [r for r in rows if r["cell"] == k][-1]["val_bpc"] for k in CELLS}
-    seconds = {k: [r for r in rows if r["cell"] == k][-1]["seconds"] for k in CELLS}
-    target = final["lstm"]
-    reach = {k: first_step_below(rows, k, target) for k in CELLS}
-    holds = reach["ln-lstm"] is not None and reach["ln-lstm"] < cfg["steps"] and final["ln-lstm"] < final["lstm"]
-    fmt = lambda s: f"step {s}" if s is not None else "never"  # noqa: E731
-    verdict = (
-        f"{'supported' if holds else 'refuted'}: LN-LSTM reaches the plain LSTM's final {target:.3f} bits/char "
-        f"at {fmt(reach['ln-lstm'])} of {cfg['steps']} (BN-LSTM: {fmt(reach['bn-lstm'])}); final held-out bits/char "
-        f"LSTM {final['lstm']:.3f}, LN-LSTM {final['ln-lstm']:.3f}, BN-LSTM {final['bn-lstm']:.3f}; "
-        f"training time {seconds['lstm']:.0f} s / {seconds['ln-lstm']:.0f} s / {seconds['bn-lstm']:.0f} s"
-    )
+    def last(kind: str, key: str) -> Spread:
+        return Spread([r for r in rows if r["cell"] == kind and r["seed"] == s][-1][key] for s in seeds)
+
+    final = {k: last(k, "val_bpc") for k in CELLS}
+    seconds = {k: last(k, "seconds") for k in CELLS}
+    reach = {k: [first_step_below(rows, k, target, s) for s, target in zip(seeds, final["lstm"].values)]
+             for k in CELLS}
+    holds, verdict = judge(final, reach, cfg["steps"], seconds)
     summary = {
         "claim": "an LSTM with layer normalization converges faster than one without",
         "supported": holds,
+        "seeds": seeds,
         "corpus": source,
         "corpus_chars": len(text),
         "vocab_size": chars.vocab_size,
-        "final_val_bpc": final,
+        "final_val_bpc": {k: v.as_dict() for k, v in final.items()},
         "step_reaching_lstm_final_bpc": reach,
-        "train_seconds": seconds,
+        "train_seconds": {k: v.as_dict() for k, v in seconds.items()},
         "config": cfg,
     }
     return finish("rnn", out, rows, summary, verdict,
-                  {"smoke": size == "smoke", "size": size, "device": device, "seed": seed,
+                  {"smoke": size == "smoke", "size": size, "device": device, "seed": seed, "seeds": seeds,
                    "data": str(data) if data else None}, timer)
