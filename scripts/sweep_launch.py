@@ -14,8 +14,8 @@ dbias reduction.
     python scripts/sweep_launch.py --out runs/sweep [--write] [--quick]
 
 ``--write`` rewrites the literals between the BEGIN/END TABLE marks of
-layernorm/kernels/table.py; the table is always written to OUT/table.py and
-every timing to OUT/sweep.json.
+layernorm/kernels/table.py (layernorm.kernels.table_writer); the table is
+always written to OUT/table.py and every timing to OUT/sweep.json.
 
     python scripts/sweep_launch.py --registers
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pprint
 import sys
 import time
 
@@ -38,7 +37,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from layernorm.kernels import launch, table  # noqa: E402
+from layernorm.kernels import launch, table, table_writer  # noqa: E402
 from layernorm.kernels.table import Launch  # noqa: E402
 
 DTYPES = {2: torch.bfloat16, 4: torch.float32}
@@ -131,30 +130,6 @@ def backward_candidates(block_n, single, quick):
     return out[:: 2] if quick and len(out) > 8 else out
 
 
-def register_rows(current, best, chunked_times, with_programs):
-    """The current rows, with each swept width replaced by its winner, cut where chunks win;
-    each row in the format table._lookup reads (lean rows end in True)."""
-    rows = dict(current)
-    for block_n in sorted(best):
-        ms, cand = best[block_n]
-        if block_n in chunked_times and chunked_times[block_n][0] < ms:
-            rows = {k: v for k, v in rows.items() if k < block_n}  # the chunked path from here on
-            break
-        rows[block_n] = (cand.block_m, cand.num_warps) + (
-            (cand.programs_per_sm,) if with_programs or cand.programs_per_sm else ()) + (
-            (True,) if cand.lean else ())
-    return rows
-
-
-def chunked_rows(current, times, with_programs):
-    """One row per measured width (the lookup takes the nearest wider one); split rows end in True."""
-    rows = dict(current)
-    rows.update({n: (cand.block_n, cand.block_m, cand.num_warps) + ((cand.programs_per_sm,) if with_programs else ())
-                 + ((True,) if cand.split else ())
-                 for n, (ms, cand) in times.items()})
-    return dict(sorted(rows.items()))
-
-
 def sweep(element_bytes, quick, log, deadline):
     dtype = DTYPES[element_bytes]
     best_fwd, best_bwd, best_fwd_chunked, best_bwd_chunked = {}, {}, {}, {}
@@ -203,88 +178,26 @@ def sweep(element_bytes, quick, log, deadline):
         torch.cuda.empty_cache()
 
     key = table._element_key(element_bytes)
-    return (register_rows(table.FORWARD[key], best_fwd, chunked_fwd_times, False),
-            chunked_rows(table.FORWARD_CHUNKED[key], chunked_fwd_times, False),
-            register_rows(table.BACKWARD[key], best_bwd, chunked_bwd_times, True),
-            chunked_rows(table.BACKWARD_CHUNKED[key], chunked_bwd_times, True))
-
-
-def table_text(source, fwd, fwd_chunked, bwd, bwd_chunked):
-    fmt = lambda v: pprint.pformat(v, width=100, compact=True, sort_dicts=True)  # noqa: E731
-    return (
-        f"SOURCE = {source!r}\n"
-        f"FORWARD = {fmt(fwd)}\n"
-        f"FORWARD_CHUNKED = {fmt(fwd_chunked)}\n"
-        f"BACKWARD = {fmt(bwd)}\n"
-        f"BACKWARD_CHUNKED = {fmt(bwd_chunked)}\n"
-    )
+    return (table_writer.register_rows(table.FORWARD[key], best_fwd, chunked_fwd_times, table.ForwardRow),
+            table_writer.chunked_rows(table.FORWARD_CHUNKED[key], chunked_fwd_times, table.ForwardChunkedRow),
+            table_writer.register_rows(table.BACKWARD[key], best_bwd, chunked_bwd_times, table.BackwardRow),
+            table_writer.chunked_rows(table.BACKWARD_CHUNKED[key], chunked_bwd_times, table.BackwardChunkedRow))
 
 
 # ---------------------------------------------------------------------------
 # Offline: registers and spills of the table's rows, compiled for sm_90 without a GPU.
 
-_FWD_SIG = ["X", "R", "Y", "R_OUT", "W", "B", "MEAN", "RSTD", "stride_x", "stride_r", "stride_y",
-            "stride_r_out", "M", "N", "eps", "num_programs"]
-_BWD_SIG = ["DY", "X", "DRES", "DX", "W", "MEAN", "RSTD", "DW_PARTIAL", "DB_PARTIAL", "stride_dy",
-            "stride_x", "stride_dres", "stride_dx", "M", "N", "num_programs"]
-_ROW_SUMS_SIG = ["DY", "X", "W", "MEAN", "RSTD", "C1", "C2", "stride_dy", "stride_x", "M", "N"]
-_TILES_SIG = ["DY", "X", "DRES", "DX", "W", "MEAN", "RSTD", "C1", "C2", "DW_PARTIAL", "DB_PARTIAL",
-              "stride_dy", "stride_x", "stride_dres", "stride_dx", "M", "N", "rows_per_band"]
-
-
-def _arg_type(name, dt, wdt):
-    if name.startswith("stride") or name in ("M", "N", "num_programs", "num_partials", "rows_per_band"):
-        return "i32"
-    if name == "eps":
-        return "fp32"
-    if name in ("W", "B"):
-        return f"*{wdt}"
-    if name in ("MEAN", "RSTD", "DW_PARTIAL", "DB_PARTIAL", "C1", "C2"):
-        return "*fp32"
-    return f"*{dt}"
-
-
-def compiled_resources(kernel, arg_names, consts, dt, wdt, num_warps):
-    """(registers per thread, stack frame bytes) of one variant compiled for sm_90."""
-    import re
-    import subprocess
-    import tempfile
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    # constexprs not given take their defaults (ASTSource wants every parameter)
-    defaults = kernel.signature.parameters
-    consts = {**{p.name: defaults[p.name].default for p in kernel.params
-                 if p.is_constexpr and defaults[p.name].default is not defaults[p.name].empty}, **consts}
-    sig = {name: _arg_type(name, dt, wdt) for name in arg_names}
-    sig.update({p.name: "constexpr" for p in kernel.params if p.name in consts})
-    compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=consts),
-                              target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
-    with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
-        f.write(compiled.asm["cubin"])
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    text = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
-    os.unlink(f.name)
-    found = re.search(r"REG:(\d+) STACK:(\d+)", text)
-    return (int(found.group(1)), int(found.group(2))) if found else (-1, -1)
-
-
-def programs_per_sm(registers, num_warps):
-    threads = 32 * num_warps
-    return min(65536 // (-(-registers // 8) * 8 * threads), 2048 // threads)
-
 
 def register_report():
+    from layernorm.kernels import offline
     from layernorm.kernels.norm import norm_bwd_kernel, norm_fwd_kernel
 
     print(f"{'pass':<9} {'dtype':<9} {'N':>6} {'launch':<22} {'variant':<16} {'regs':>4} {'stack':>5} {'progs/SM':>8}")
     worst = 0
     for element_bytes, dt in ((2, "bf16"), (4, "fp32")):
         for n in [1, 64, 256, 768, 1024, 2048, 4096, 8192, 16384, 65536]:
-            for pass_, kernel, names, lookup in (("forward", norm_fwd_kernel, _FWD_SIG, table.forward_launch),
-                                                 ("backward", norm_bwd_kernel, _BWD_SIG, table.backward_launch)):
+            for pass_, kernel, lookup in (("forward", norm_fwd_kernel, table.forward_launch),
+                                          ("backward", norm_bwd_kernel, table.backward_launch)):
                 cand = lookup(n, element_bytes)
                 for variant in ("layer", "rms", "add_layer/dres"):
                     consts = {"BLOCK_M": cand.block_m, "BLOCK_N": cand.block_n, "SINGLE_CHUNK": cand.single_chunk,
@@ -295,12 +208,12 @@ def register_report():
                     else:
                         consts.update(HAS_DRES=variant.startswith("add"), NEED_DW=True, NEED_DB=consts.pop("HAS_BIAS"),
                                       LEAN=cand.lean and cand.single_chunk)
-                    regs, stack = compiled_resources(kernel, names, consts, dt, "fp32", cand.num_warps)
+                    regs, stack = offline.compiled_resources(kernel, consts, dt, "fp32", cand.num_warps)
                     worst = max(worst, stack)
                     shape = (f"{cand.block_m}x{cand.block_n} w{cand.num_warps}{'' if cand.single_chunk else ' chunked'}"
                              f"{' lean' if cand.lean else ''}")
                     print(f"{pass_:<9} {dt:<9} {n:>6} {shape:<22} {variant:<16} {regs:>4} {stack:>5} "
-                          f"{programs_per_sm(regs, cand.num_warps):>8}", flush=True)
+                          f"{offline.programs_per_sm(regs, cand.num_warps):>8}", flush=True)
     print(f"largest stack frame (spills): {worst} bytes")
     return 0
 
@@ -339,18 +252,13 @@ def main():
             got.setdefault(key, value)
     source = (f"swept on {torch.cuda.get_device_name()} with torch {torch.__version__}, triton {triton.__version__}, "
               f"{time.strftime('%Y-%m-%d', time.gmtime())}{' (quick)' if args.quick else ''} by scripts/sweep_launch.py")
-    text = table_text(source, fwd, fwd_chunked, bwd, bwd_chunked)
+    text = table_writer.table_text(source, fwd, fwd_chunked, bwd, bwd_chunked)
     with open(os.path.join(args.out, "table.py"), "w") as f:
-        f.write(text)
+        f.write(text)  # what goes between the marks of table.py
     with open(os.path.join(args.out, "sweep.json"), "w") as f:
         json.dump({"source": source, "timings": log}, f, indent=1)
     if args.write:
-        path = table.__file__
-        body = open(path).read()
-        head, rest = body.split("# BEGIN TABLE\n", 1)
-        _, tail = rest.split("# END TABLE\n", 1)
-        with open(path, "w") as f:
-            f.write(head + "# BEGIN TABLE\n" + text + "# END TABLE\n" + tail)
+        table_writer.rewrite_table(text)
     print(text)
     print(f"sweep took {time.time() - start:.0f} s; wrote {args.out}/table.py and sweep.json")
     return 0

@@ -8,7 +8,8 @@ filled with NaN first, so an element left unwritten fails the comparison.
 
 Shapes are small (the interpreter runs each program in numpy); the chunked
 path for wide rows is reached by forcing a small chunk, and the persistent
-backward grid by forcing few programs.
+backward grid by forcing few programs. The launch table's lookups and writer
+are tested in tests/test_table.py, ``layernorm bench`` in tests/test_bench.py.
 """
 
 import os
@@ -234,63 +235,6 @@ def test_split_backward(kind, with_weight, dtype):
     split = table.Launch(2, 16, 4, False, 1, split=True)
     with table.forced(launch=split, programs=12):  # 12 programs over 3 tiles: 4 bands of 6 rows
         check(kind, x, (40,), w if with_weight else None, b if with_weight else None, residual=residual)
-
-
-def test_split_rows_come_from_the_table(monkeypatch):
-    """A fifth field in a BACKWARD_CHUNKED row turns the split on for the widths it covers."""
-    monkeypatch.setitem(table.BACKWARD_CHUNKED, 4, {k: (16, 2, 4, 1, True) for k in table.BACKWARD_CHUNKED[4]})
-    table._cached.cache_clear()
-    try:
-        with table.forced(max_single_block_n=16):
-            assert table.backward_launch(40, 4).split
-            check("layer", activations(9, 40, seed=19), (40,), *params(40, torch.float32))
-    finally:
-        table._cached.cache_clear()
-
-
-def test_sweep_rows_read_back_as_the_launches_swept(monkeypatch):
-    """What scripts/sweep_launch.py writes into the table, table._lookup reads back unchanged:
-    register rows (lean or not), chunked rows (split or not), forward rows (persistent or not)."""
-    import pathlib
-
-    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
-    import sweep_launch as sweep
-
-    Launch = table.Launch
-    bwd_register = {64: (1.0, Launch(2, 64, 4, True, 2)), 128: (1.0, Launch(1, 128, 8, True, 1, lean=True))}
-    bwd_chunked = {8192: (1.0, Launch(4, 512, 8, False, 4, split=True)), 65536: (1.0, Launch(2, 2048, 8, False, 2))}
-    fwd_register = {64: (1.0, Launch(4, 64, 4, True)), 128: (1.0, Launch(1, 128, 8, True, 1))}
-    tables = {
-        "BACKWARD": {2: sweep.register_rows({}, bwd_register, {}, True)},
-        "BACKWARD_CHUNKED": {2: sweep.chunked_rows({}, bwd_chunked, True)},
-        "FORWARD": {2: sweep.register_rows({}, fwd_register, {}, False)},
-        "FORWARD_CHUNKED": {2: sweep.chunked_rows({}, {8192: (1.0, Launch(1, 4096, 8, False))}, False)},
-    }
-    for name, value in tables.items():
-        monkeypatch.setattr(table, name, value)
-    table._cached.cache_clear()
-    try:
-        for n, (_, swept) in bwd_register.items():
-            assert table.backward_launch(n, 2) == swept
-        for n, (_, swept) in fwd_register.items():
-            assert table.forward_launch(n, 2) == swept
-        assert table.backward_launch(5000, 2) == bwd_chunked[8192][1]  # the nearest wider chunked row
-        assert table.backward_launch(65536, 2) == bwd_chunked[65536][1]
-    finally:
-        table._cached.cache_clear()
-
-
-def test_lean_rows_come_from_the_table(monkeypatch):
-    """A fourth field in a BACKWARD row turns lean on for that width, and only for it."""
-    monkeypatch.setitem(table.BACKWARD, 2, {**table.BACKWARD[2], 64: (2, 4, 1, True)})
-    table._cached.cache_clear()
-    try:
-        assert table.backward_launch(50, 2).lean and not table.backward_launch(100, 2).lean
-        x = activations(9, 50, dtype=torch.bfloat16, seed=16)
-        w, b = params(50, torch.float32)
-        check("layer", x, (50,), w, b)
-    finally:
-        table._cached.cache_clear()
 
 
 # --- parameters -------------------------------------------------------------------------------
@@ -525,96 +469,10 @@ def test_patched_transformer_layer_on_the_kernels(norm_first):
     assert all(error(g, w) < 4 * ATOL[torch.float32] for g, w in zip(got_dp, want_dp))
 
 
-# --- layernorm bench, with a stub timer on the CPU interpreter --------------------------------
-
-
-def test_bench_pipeline_on_cpu(monkeypatch, tmp_path):
-    """Inputs, correctness gate, timing loop, table, bar and plot, with do_bench stubbed out."""
-    from layernorm import bench
-
-    monkeypatch.setattr(bench, "DEVICE", "cpu")
-    calls = []
-    monkeypatch.setattr(bench, "_do_bench", lambda fn, args, grad_to_none=None: calls.append(fn()) or 0.5)
-    cases = [bench.Case("layer_norm", "bf16", "fp32", 8, 24), bench.Case("add_rms_norm", "fp32", "fp32", 8, 40)]
-    for case in cases:
-        bench.measure_case(case, bench.implementations(case.op, ["layernorm", "torch", "add + layernorm"]),
-                           list(bench.PASSES), 3000.0, None)
-    results = [r for c in cases for r in c.results]
-    assert {r.impl for r in results} == {"layernorm", "torch", "add + layernorm"}
-    assert all(not r.note and r.ratio_to_best_peer == 1.0 for r in results)  # same stub time everywhere
-    expected = 5 * 8 * 24 * 2 / 0.5e-3 / 1e9  # both passes of layer_norm: 5·M·N·s bytes
-    assert any(abs(r.gbps - expected) < 1e-9 for r in results if r.pass_ == "both" and r.op == "layer_norm")
-    bench.print_table(cases, 3000.0)
-    assert bench.bar_rows(results, 3000.0)
-    add = [bench.Result("add_layer_norm", "bf16", "bf16", 32768, 1024, impl, "forward", ms)
-           for impl, ms in (("layernorm", 1.0), ("torch", 1.3), ("add + layernorm", 1.2), ("torch.compile", 0.9))]
-    (row,) = [r for r in bench.bar_rows(add, 3000.0) if r[0].startswith("add_layer_norm forward")]
-    assert row[1] == "N=1024: 1.20x" and row[2] is False  # the fused compile peer is not the baseline
-    big = bench.Case("layer_norm", "bf16", "bf16", 4096, 32, results=[
-        bench.Result("layer_norm", "bf16", "bf16", 4096, 32, "layernorm", "forward", 1.0, 2.0, 0.1, 1.0)])
-    assert bench.plot([big], str(tmp_path)) == [str(tmp_path / "layer_norm.png")]
-
-
-def test_bench_graph_times_progress_and_results_file(monkeypatch, tmp_path, capsys):
-    """--cuda-graph: GPU-only times per pass (backward = both - forward); results.json after each case."""
-    import json
-    import types
-
-    from layernorm import bench
-
-    monkeypatch.setattr(bench, "DEVICE", "cpu")
-    monkeypatch.setattr(bench, "_do_bench", lambda fn, args, grad_to_none=None: (fn(), 0.5)[1])
-    graph_calls = []
-
-    def fake_graph_ms(fn, args, leaves):  # forward first, then both
-        fn()
-        graph_calls.append(fn)
-        return 0.1 if len(graph_calls) % 2 else 0.25
-
-    monkeypatch.setattr(bench, "_graph_ms", fake_graph_ms)
-    args = types.SimpleNamespace(cuda_graph=True)
-    case = bench.Case("layer_norm", "fp32", "fp32", 4, 16)
-    bench.measure_case(case, bench.implementations("layer_norm", ["layernorm", "torch"]), list(bench.PASSES), 3000.0, args)
-    graph = {(r.impl, r.pass_): r.graph_ms for r in case.results}
-    assert graph[("layernorm", "forward")] == 0.1 and graph[("layernorm", "both")] == 0.25
-    assert abs(graph[("torch", "backward")] - 0.15) < 1e-12
-    r = next(r for r in case.results if r.pass_ == "backward")
-    assert abs(r.graph_gbps - 3 * 4 * 16 * 4 / 0.15e-3 / 1e9) < 1e-9
-    bench.print_progress(case)
-    bench.print_table([case], 3000.0)
-    printed = capsys.readouterr().out
-    assert "[graph 150.0 us" in printed and "graph us" in printed
-    path = bench.write_results(str(tmp_path), {"device": "cpu"}, 3000.0, "table", [case])
-    saved = json.loads(open(path).read())
-    assert saved["complete"] is False and len(saved["results"]) == len(case.results)
-    assert saved["results"][0]["graph_ms"] == 0.1 and "pass" in saved["results"][0]
-
-
-def test_bench_gate_rejects_a_wrong_implementation(monkeypatch):
-    from layernorm import bench
-
-    monkeypatch.setattr(bench, "DEVICE", "cpu")
-    monkeypatch.setattr(bench, "_do_bench", lambda fn, args, grad_to_none=None: 1.0)
-    case = bench.Case("layer_norm", "fp32", "fp32", 4, 16)
-    bench.measure_case(case, {"broken": lambda x, r, w, b, eps: (x * 2,)}, ["forward"], 3000.0, None)
-    assert case.results[0].note.startswith("wrong output")
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU is")
-def test_bench_without_a_gpu_says_so_and_returns_2(capsys):
-    from layernorm.cli import main
-
-    assert main(["bench"]) == 2
-    assert "no CUDA device" in capsys.readouterr().err
-
-
 # --- compiled for sm_90 without a GPU -----------------------------------------------------------
 
 _COMPILE_VARIANTS = r"""
-import sys
-sys.path.insert(0, "scripts")
-import sweep_launch as S
-from layernorm.kernels import table
+from layernorm.kernels import offline as S, table
 from layernorm.kernels.norm import norm_bwd_kernel, norm_fwd_kernel
 worst = 0
 for n, chunked in ((768, False), (4096, False), (65536, True)):
@@ -622,12 +480,12 @@ for n, chunked in ((768, False), (4096, False), (65536, True)):
         fl, bl = table.forward_launch(n, 2), table.backward_launch(n, 2)
         common = dict(IS_RMS=is_rms, HAS_WEIGHT=True, HAS_BIAS=not is_rms)
         for persistent in (False, True):
-            regs, stack = S.compiled_resources(norm_fwd_kernel, S._FWD_SIG, dict(
+            regs, stack = S.compiled_resources(norm_fwd_kernel, dict(
                 BLOCK_M=fl.block_m, BLOCK_N=fl.block_n, SINGLE_CHUNK=fl.single_chunk, PERSISTENT=persistent,
                 HAS_RESIDUAL=fused, STORE_RESIDUAL=fused, **common), "bf16", "fp32", fl.num_warps)
             assert regs > 0, ("forward", n)
             worst = max(worst, stack) if not persistent or fl.single_chunk else worst
-        regs, stack = S.compiled_resources(norm_bwd_kernel, S._BWD_SIG, dict(
+        regs, stack = S.compiled_resources(norm_bwd_kernel, dict(
             BLOCK_M=bl.block_m, BLOCK_N=bl.block_n, SINGLE_CHUNK=bl.single_chunk, HAS_DRES=fused,
             IS_RMS=is_rms, HAS_WEIGHT=True, NEED_DW=True, NEED_DB=not is_rms,
             LEAN=bl.lean and bl.single_chunk), "bf16", "fp32", bl.num_warps)
@@ -636,15 +494,15 @@ for n, chunked in ((768, False), (4096, False), (65536, True)):
 # the split backward's two kernels (a sweep candidate for the widest rows)
 from layernorm.kernels.norm import norm_bwd_row_sums_kernel, norm_bwd_tiles_kernel
 for is_rms, fused in ((False, False), (True, True)):
-    regs, stack = S.compiled_resources(norm_bwd_row_sums_kernel, S._ROW_SUMS_SIG, dict(
+    regs, stack = S.compiled_resources(norm_bwd_row_sums_kernel, dict(
         BLOCK_M=1, BLOCK_N=4096, IS_RMS=is_rms, HAS_WEIGHT=True), "bf16", "fp32", 8)
     assert regs > 0 and stack == 0, ("row sums", regs, stack)
-    regs, stack = S.compiled_resources(norm_bwd_tiles_kernel, S._TILES_SIG, dict(
+    regs, stack = S.compiled_resources(norm_bwd_tiles_kernel, dict(
         BLOCK_M=8, BLOCK_N=1024, IS_RMS=is_rms, HAS_WEIGHT=True, NEED_DW=True, NEED_DB=not is_rms,
         HAS_DRES=fused), "bf16", "fp32", 8)
     assert regs > 0 and stack == 0, ("tiles", regs, stack)
 # the sweep's widest candidate, a lean register row of 16384 at 32 warps: compiles, spills little
-regs, stack = S.compiled_resources(norm_bwd_kernel, S._BWD_SIG, dict(
+regs, stack = S.compiled_resources(norm_bwd_kernel, dict(
     BLOCK_M=1, BLOCK_N=16384, SINGLE_CHUNK=True, HAS_DRES=True, IS_RMS=False, HAS_WEIGHT=True, NEED_DW=True,
     NEED_DB=True, LEAN=True), "bf16", "fp32", 32)
 assert regs > 0 and stack <= 256, ("lean 16384", regs, stack)
@@ -659,10 +517,9 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     import subprocess
     import sys
 
-    import triton
+    from layernorm.kernels import offline
 
-    bin_dir = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    if not (bin_dir / "cuobjdump").exists():
+    if not offline.has_nvidia_tools():
         pytest.skip("this Triton ships no NVIDIA tools")
     root = pathlib.Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

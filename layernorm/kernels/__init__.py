@@ -1,9 +1,18 @@
 """Triton kernels of layernorm and their launch tables.
 
-- :mod:`.norm`: the kernels (LayerNorm / RMSNorm, optional fused residual add;
-  forward, backward, and the deterministic dweight/dbias reduction).
-- :mod:`.launch`: allocate outputs, pick the launch shape, launch.
-- :mod:`.table`: launch parameters by row width, written by ``scripts/sweep_launch.py``.
+- :mod:`.norm`: the entry kernels (LayerNorm / RMSNorm, optional fused
+  residual add; forward, backward), each picking a path by its flags;
+- the paths: :mod:`.forward_rows`, :mod:`.forward_chunked`,
+  :mod:`.backward_rows`, :mod:`.backward_chunked`, :mod:`.backward_split`,
+  and :mod:`.partials` (the deterministic dweight/dbias reduction), built
+  from the helpers of :mod:`.shared`;
+- :mod:`.launch`: allocate outputs, pick the launch shape, launch (through
+  :mod:`.direct`);
+- :mod:`.table`: launch parameters by row width, swept by
+  ``scripts/sweep_launch.py`` and written by :mod:`.table_writer`;
+- :mod:`.offline`: the kernels compiled for sm_90 without a GPU (registers,
+  spills).
 
-Importing this package does not import Triton; :mod:`.norm` and :mod:`.launch` do.
+Importing this package does not import Triton; the kernels' modules and
+:mod:`.launch` do.
 """

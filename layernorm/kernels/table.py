@@ -3,110 +3,36 @@
 No autotuning on the hot path: a lookup by the row's width N (rounded up to a
 power of two, ``block_n``) and the input's element size gives the block shape
 and the warps. ``scripts/sweep_launch.py`` measures the candidates on a GPU
-and rewrites the literals between the ``BEGIN TABLE`` / ``END TABLE`` marks.
+and rewrites the literals between the ``BEGIN TABLE`` / ``END TABLE`` marks
+(:mod:`layernorm.kernels.table_writer`).
 
-Reading the table:
+Reading the table: ``TABLE[element_bytes][width] = row``, each row's fields
+by name.
 
-- ``FORWARD[element_bytes][block_n] = (rows_per_program, num_warps[,
-  programs_per_sm])``: a row of width up to ``block_n`` is held in registers,
-  ``rows_per_program`` rows per program; with a third field the grid is
-  persistent (that many programs per SM, each walking row blocks with the
-  next block's loads in flight). Wider rows than the largest key take the chunked path,
-  ``FORWARD_CHUNKED[element_bytes][block_n] = (chunk, rows_per_program,
-  num_warps)``: the row of the smallest ``block_n`` key at least as wide, or
-  of the widest key.
-- ``BACKWARD[element_bytes][block_n] = (rows_per_program, num_warps,
-  programs_per_sm[, lean])``: the persistent grid has ``programs_per_sm`` programs per
-  multiprocessor (fewer when there are fewer row blocks; a fraction leaves
-  SMs idle so that the chunked path's partial rows stay in L2); ``lean``
-  (the widest register rows) drops the double buffering and the resident
-  weight, a register per element each. ``BACKWARD_CHUNKED`` likewise with
-  the chunk first, and an optional last field ``split``: the row sums in a
-  kernel of their own, then programs over (column tile of ``chunk`` columns,
-  row band), see ``norm_bwd_tiles_kernel``.
+- ``FORWARD``: a row of width up to ``width`` is held in registers,
+  ``rows_per_program`` rows per program (:class:`ForwardRow`); with
+  ``programs_per_sm`` the grid is persistent (that many programs per SM, each
+  walking row blocks with the next block's loads in flight). Wider rows than
+  the largest key take the chunked path, ``FORWARD_CHUNKED``
+  (:class:`ForwardChunkedRow`): the row of the smallest key at least as wide,
+  or of the widest key.
+- ``BACKWARD`` (:class:`BackwardRow`): the persistent grid has
+  ``programs_per_sm`` programs per multiprocessor (fewer when there are fewer
+  row blocks; a fraction leaves SMs idle so that the chunked path's partial
+  rows stay in L2); ``lean`` (the widest register rows) drops the double
+  buffering and the resident weight, a register per element each.
+  ``BACKWARD_CHUNKED`` (:class:`BackwardChunkedRow`) likewise, with ``split``:
+  the row sums in a kernel of their own, then programs over (column tile of
+  ``chunk`` columns, row band), see ``norm_bwd_tiles_kernel``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Iterator, Optional
-
-# BEGIN TABLE
-SOURCE = 'swept on NVIDIA H100 80GB HBM3 with torch 2.11.0+cu130, triton 3.6.0, 2026-11-22 by scripts/sweep_launch.py'
-FORWARD = {2: {1: (128, 4),
-     2: (128, 4),
-     4: (128, 4),
-     8: (128, 4),
-     16: (128, 4),
-     32: (128, 4),
-     64: (64, 4),
-     128: (32, 4),
-     256: (32, 16),
-     512: (8, 8),
-     1024: (16, 16),
-     2048: (2, 8),
-     4096: (2, 16),
-     8192: (1, 16),
-     16384: (1, 16)},
- 4: {1: (128, 4),
-     2: (128, 4),
-     4: (128, 4),
-     8: (128, 4),
-     16: (128, 4),
-     32: (128, 4),
-     64: (64, 4),
-     128: (32, 4),
-     256: (16, 4),
-     512: (8, 4),
-     1024: (4, 8),
-     2048: (2, 8),
-     4096: (1, 8),
-     8192: (1, 16),
-     16384: (1, 32, 1)}}
-FORWARD_CHUNKED = {2: {8192: (4096, 1, 8), 16384: (8192, 1, 16), 65536: (8192, 1, 16)}, 4: {65536: (4096, 1, 16)}}
-BACKWARD = {2: {1: (16, 4, 4),
-     2: (16, 4, 4),
-     4: (16, 4, 4),
-     8: (16, 4, 4),
-     16: (16, 4, 4),
-     32: (16, 4, 4),
-     64: (8, 4, 6),
-     128: (4, 4, 8),
-     256: (16, 4, 2),
-     512: (8, 4, 2),
-     1024: (4, 4, 2),
-     2048: (2, 8, 2),
-     4096: (1, 8, 2),
-     8192: (1, 16, 1)},
- 4: {1: (16, 4, 4),
-     2: (16, 4, 4),
-     4: (16, 4, 4),
-     8: (16, 4, 4),
-     16: (16, 4, 4),
-     32: (16, 4, 4),
-     64: (8, 4, 6),
-     128: (4, 4, 8),
-     256: (4, 4, 6),
-     512: (2, 4, 6),
-     1024: (2, 8, 3),
-     2048: (1, 8, 2),
-     4096: (1, 16, 1)}}
-BACKWARD_CHUNKED = {2: {8192: (4096, 2, 16, 2), 16384: (4096, 2, 16, 1), 65536: (2048, 2, 8, 2)},
- 4: {8192: (2048, 1, 16, 2), 16384: (2048, 1, 16, 1), 65536: (2048, 1, 16, 0.5)}}
-# END TABLE
-
-# The dweight/dbias reduction: partial rows summed REDUCE_BLOCK_P at a time, a column block
-# per program, narrow enough for about two programs per SM (6 programs at N = 768 with 128
-# columns would leave the GPU nearly idle for several microseconds).
-REDUCE_BLOCK_P = 64
-REDUCE_NUM_WARPS = 4
-
-
-def reduce_block_n(n: int, sm_count: int) -> int:
-    """Columns per program of the dweight/dbias reduction."""
-    return max(16, min(64, next_power_of_2(max(1, n // (2 * sm_count)))))  # 64 x 64 x 2 accumulators: no spill
 
 
 @dataclass(frozen=True)
@@ -120,6 +46,185 @@ class Launch:
     programs_per_sm: float = 0  # the backward's persistent grid; a forward's when > 0
     lean: bool = False  # backward register rows: no double buffering, weight reloaded per block
     split: bool = False  # backward chunked rows: row sums first, then column tiles (block_n wide)
+
+
+# The rows of the four tables. Each knows the Launch it stands for (``launch``) and the row that
+# stands for a swept Launch (``of``, for the table writer).
+
+
+@dataclass(frozen=True)
+class ForwardRow:
+    """Rows held in registers; a persistent grid when ``programs_per_sm`` > 0."""
+
+    rows_per_program: int
+    num_warps: int
+    programs_per_sm: float = 0
+
+    def launch(self, block_n: int) -> Launch:
+        return Launch(self.rows_per_program, block_n, self.num_warps, True, self.programs_per_sm)
+
+    @classmethod
+    def of(cls, launch: Launch) -> "ForwardRow":
+        return cls(launch.block_m, launch.num_warps, launch.programs_per_sm)
+
+
+@dataclass(frozen=True)
+class ForwardChunkedRow:
+    """Rows walked in chunks of ``chunk`` columns."""
+
+    chunk: int
+    rows_per_program: int
+    num_warps: int
+
+    def launch(self, chunk: int) -> Launch:
+        return Launch(self.rows_per_program, chunk, self.num_warps, False)
+
+    @classmethod
+    def of(cls, launch: Launch) -> "ForwardChunkedRow":
+        return cls(launch.block_n, launch.block_m, launch.num_warps)
+
+
+@dataclass(frozen=True)
+class BackwardRow:
+    """Rows held in registers, over a persistent grid of ``programs_per_sm`` programs per SM."""
+
+    rows_per_program: int
+    num_warps: int
+    programs_per_sm: float
+    lean: bool = False
+
+    def launch(self, block_n: int) -> Launch:
+        return Launch(self.rows_per_program, block_n, self.num_warps, True, self.programs_per_sm, self.lean)
+
+    @classmethod
+    def of(cls, launch: Launch) -> "BackwardRow":
+        return cls(launch.block_m, launch.num_warps, launch.programs_per_sm, launch.lean)
+
+
+@dataclass(frozen=True)
+class BackwardChunkedRow:
+    """Rows walked in chunks of ``chunk`` columns over a persistent grid; or, ``split``, cut in
+    column tiles of ``chunk`` columns."""
+
+    chunk: int
+    rows_per_program: int
+    num_warps: int
+    programs_per_sm: float
+    split: bool = False
+
+    def launch(self, chunk: int) -> Launch:
+        return Launch(self.rows_per_program, chunk, self.num_warps, False, self.programs_per_sm, split=self.split)
+
+    @classmethod
+    def of(cls, launch: Launch) -> "BackwardChunkedRow":
+        return cls(launch.block_n, launch.block_m, launch.num_warps, launch.programs_per_sm, launch.split)
+
+
+# BEGIN TABLE
+SOURCE = 'swept on NVIDIA H100 80GB HBM3 with torch 2.11.0+cu130, triton 3.6.0, 2026-11-22 by scripts/sweep_launch.py'
+FORWARD = {
+    2: {
+        1: ForwardRow(rows_per_program=128, num_warps=4),
+        2: ForwardRow(rows_per_program=128, num_warps=4),
+        4: ForwardRow(rows_per_program=128, num_warps=4),
+        8: ForwardRow(rows_per_program=128, num_warps=4),
+        16: ForwardRow(rows_per_program=128, num_warps=4),
+        32: ForwardRow(rows_per_program=128, num_warps=4),
+        64: ForwardRow(rows_per_program=64, num_warps=4),
+        128: ForwardRow(rows_per_program=32, num_warps=4),
+        256: ForwardRow(rows_per_program=32, num_warps=16),
+        512: ForwardRow(rows_per_program=8, num_warps=8),
+        1024: ForwardRow(rows_per_program=16, num_warps=16),
+        2048: ForwardRow(rows_per_program=2, num_warps=8),
+        4096: ForwardRow(rows_per_program=2, num_warps=16),
+        8192: ForwardRow(rows_per_program=1, num_warps=16),
+        16384: ForwardRow(rows_per_program=1, num_warps=16),
+    },
+    4: {
+        1: ForwardRow(rows_per_program=128, num_warps=4),
+        2: ForwardRow(rows_per_program=128, num_warps=4),
+        4: ForwardRow(rows_per_program=128, num_warps=4),
+        8: ForwardRow(rows_per_program=128, num_warps=4),
+        16: ForwardRow(rows_per_program=128, num_warps=4),
+        32: ForwardRow(rows_per_program=128, num_warps=4),
+        64: ForwardRow(rows_per_program=64, num_warps=4),
+        128: ForwardRow(rows_per_program=32, num_warps=4),
+        256: ForwardRow(rows_per_program=16, num_warps=4),
+        512: ForwardRow(rows_per_program=8, num_warps=4),
+        1024: ForwardRow(rows_per_program=4, num_warps=8),
+        2048: ForwardRow(rows_per_program=2, num_warps=8),
+        4096: ForwardRow(rows_per_program=1, num_warps=8),
+        8192: ForwardRow(rows_per_program=1, num_warps=16),
+        16384: ForwardRow(rows_per_program=1, num_warps=32, programs_per_sm=1),
+    },
+}
+FORWARD_CHUNKED = {
+    2: {
+        8192: ForwardChunkedRow(chunk=4096, rows_per_program=1, num_warps=8),
+        16384: ForwardChunkedRow(chunk=8192, rows_per_program=1, num_warps=16),
+        65536: ForwardChunkedRow(chunk=8192, rows_per_program=1, num_warps=16),
+    },
+    4: {
+        65536: ForwardChunkedRow(chunk=4096, rows_per_program=1, num_warps=16),
+    },
+}
+BACKWARD = {
+    2: {
+        1: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        2: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        4: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        8: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        16: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        32: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        64: BackwardRow(rows_per_program=8, num_warps=4, programs_per_sm=6),
+        128: BackwardRow(rows_per_program=4, num_warps=4, programs_per_sm=8),
+        256: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=2),
+        512: BackwardRow(rows_per_program=8, num_warps=4, programs_per_sm=2),
+        1024: BackwardRow(rows_per_program=4, num_warps=4, programs_per_sm=2),
+        2048: BackwardRow(rows_per_program=2, num_warps=8, programs_per_sm=2),
+        4096: BackwardRow(rows_per_program=1, num_warps=8, programs_per_sm=2),
+        8192: BackwardRow(rows_per_program=1, num_warps=16, programs_per_sm=1),
+    },
+    4: {
+        1: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        2: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        4: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        8: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        16: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        32: BackwardRow(rows_per_program=16, num_warps=4, programs_per_sm=4),
+        64: BackwardRow(rows_per_program=8, num_warps=4, programs_per_sm=6),
+        128: BackwardRow(rows_per_program=4, num_warps=4, programs_per_sm=8),
+        256: BackwardRow(rows_per_program=4, num_warps=4, programs_per_sm=6),
+        512: BackwardRow(rows_per_program=2, num_warps=4, programs_per_sm=6),
+        1024: BackwardRow(rows_per_program=2, num_warps=8, programs_per_sm=3),
+        2048: BackwardRow(rows_per_program=1, num_warps=8, programs_per_sm=2),
+        4096: BackwardRow(rows_per_program=1, num_warps=16, programs_per_sm=1),
+    },
+}
+BACKWARD_CHUNKED = {
+    2: {
+        8192: BackwardChunkedRow(chunk=4096, rows_per_program=2, num_warps=16, programs_per_sm=2),
+        16384: BackwardChunkedRow(chunk=4096, rows_per_program=2, num_warps=16, programs_per_sm=1),
+        65536: BackwardChunkedRow(chunk=2048, rows_per_program=2, num_warps=8, programs_per_sm=2),
+    },
+    4: {
+        8192: BackwardChunkedRow(chunk=2048, rows_per_program=1, num_warps=16, programs_per_sm=2),
+        16384: BackwardChunkedRow(chunk=2048, rows_per_program=1, num_warps=16, programs_per_sm=1),
+        65536: BackwardChunkedRow(chunk=2048, rows_per_program=1, num_warps=16, programs_per_sm=0.5),
+    },
+}
+# END TABLE
+
+# The dweight/dbias reduction: partial rows summed REDUCE_BLOCK_P at a time, a column block
+# per program, narrow enough for about two programs per SM (6 programs at N = 768 with 128
+# columns would leave the GPU nearly idle for several microseconds).
+REDUCE_BLOCK_P = 64
+REDUCE_NUM_WARPS = 4
+
+
+def reduce_block_n(n: int, sm_count: int) -> int:
+    """Columns per program of the dweight/dbias reduction."""
+    return max(16, min(64, next_power_of_2(max(1, n // (2 * sm_count)))))  # 64 x 64 x 2 accumulators: no spill
 
 
 def next_power_of_2(n: int) -> int:
@@ -155,44 +260,39 @@ def _element_key(element_bytes: int) -> int:
     return 2 if element_bytes <= 2 else 4
 
 
-def _lookup(single: dict, chunked: dict, n: int, element_bytes: int, backward: bool) -> Launch:
+def _lookup(register: dict, chunked: dict, n: int, element_bytes: int) -> Launch:
     if "launch" in _forced:
         return _forced["launch"]
-    rows = single[_element_key(element_bytes)]
+    rows = register[_element_key(element_bytes)]
     block_n = next_power_of_2(n)
     max_single = min(max(rows), _forced.get("max_single_block_n", max(rows)))
     if block_n <= max_single:
-        params = rows[block_n]
-        launch = Launch(params[0], block_n, params[1], True, params[2] if len(params) > 2 else 0,
-                        bool(params[3]) if len(params) > 3 else False)
+        launch = rows[block_n].launch(block_n)
     else:
         widths = chunked[_element_key(element_bytes)]
-        params = widths[min((w for w in widths if w >= block_n), default=max(widths))]
-        chunk = _forced.get("chunk", params[0])
-        launch = Launch(params[1], chunk, params[2], False, params[3] if backward else 0,
-                        split=backward and len(params) > 4 and bool(params[4]))
+        row = widths[min((w for w in widths if w >= block_n), default=max(widths))]
+        launch = row.launch(_forced.get("chunk", row.chunk))
     if "rows_per_program" in _forced:
-        launch = Launch(_forced["rows_per_program"], launch.block_n, launch.num_warps,
-                        launch.single_chunk, launch.programs_per_sm, launch.lean, launch.split)
+        launch = dataclasses.replace(launch, block_m=_forced["rows_per_program"])
     return launch
 
 
 @functools.lru_cache(maxsize=4096)
 def _cached(backward: bool, n: int, element_bytes: int) -> Launch:
     if backward:
-        return _lookup(BACKWARD, BACKWARD_CHUNKED, n, element_bytes, backward=True)
-    return _lookup(FORWARD, FORWARD_CHUNKED, n, element_bytes, backward=False)
+        return _lookup(BACKWARD, BACKWARD_CHUNKED, n, element_bytes)
+    return _lookup(FORWARD, FORWARD_CHUNKED, n, element_bytes)
 
 
 def forward_launch(n: int, element_bytes: int) -> Launch:
     """Launch shape of the forward for rows of width ``n``."""
     if _forced:
-        return _lookup(FORWARD, FORWARD_CHUNKED, n, element_bytes, backward=False)
+        return _lookup(FORWARD, FORWARD_CHUNKED, n, element_bytes)
     return _cached(False, n, element_bytes)
 
 
 def backward_launch(n: int, element_bytes: int) -> Launch:
     """Launch shape of the backward for rows of width ``n``."""
     if _forced:
-        return _lookup(BACKWARD, BACKWARD_CHUNKED, n, element_bytes, backward=True)
+        return _lookup(BACKWARD, BACKWARD_CHUNKED, n, element_bytes)
     return _cached(True, n, element_bytes)
