@@ -9,8 +9,8 @@ import torch
 
 from layernorm.check import TOLERANCE
 
-__all__ = ["TOLERANCE", "impl", "import_triton_interpreted", "random_like_activations", "relative_error",
-           "triton_is_interpreted"]
+__all__ = ["TOLERANCE", "impl", "import_triton_interpreted", "llama_rms_norm", "random_like_activations",
+           "relative_error", "triton_is_interpreted"]
 
 
 def random_like_activations(*shape, dtype=torch.float32, seed=0, device="cpu"):
@@ -76,3 +76,11 @@ def impl(request, monkeypatch):
         if not triton_is_interpreted():
             pytest.skip("Triton was imported for compiling earlier in this process: run this file alone")
     return request.param
+
+
+def llama_rms_norm(x, w, eps, offset=0.0):
+    """How Llama-style norms compute it: normalise in float32, round to x's dtype, then multiply
+    by the weight (plus ``offset``) in float32 and round again."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return ((w.float() + offset) * h.to(x.dtype).float()).to(x.dtype)

@@ -36,6 +36,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from layernorm import ops  # noqa: E402
 from layernorm.kernels import launch, table  # noqa: E402
+from helpers import llama_rms_norm  # noqa: E402
 
 if _saved_interpret is None:  # leave the other test modules' environment as it was
     del os.environ["TRITON_INTERPRET"]
@@ -668,13 +669,6 @@ def test_weight_offset_scales_by_offset_plus_weight(path, dtype, add):
     assert error(ws.grad, w64.grad) < 8 * bound  # a sum over rows
     if add:
         assert error(rs.grad, r64.grad) < bound
-
-
-def llama_rms_norm(x, w, eps, offset=0.0):
-    """How Llama-style norms compute it: normalise in float32, round, then multiply by the weight."""
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return ((w.float() + offset) * h.to(x.dtype).float()).to(x.dtype)
 
 
 @pytest.mark.parametrize("path", list(OFFSET_PATHS))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import layernorm
 from layernorm import functional
 from layernorm.validation import check_impl
-from helpers import impl, import_triton_interpreted, randn, relative_error  # noqa: F401 (impl: a fixture)
+from helpers import impl, import_triton_interpreted, llama_rms_norm, randn, relative_error  # noqa: F401 (impl: a fixture)
 
 # The Triton kernels run on the CPU in Triton's interpreter (as in tests/test_kernels.py).
 import_triton_interpreted()
@@ -370,12 +370,6 @@ def test_weight_offset_is_checked(offset, error):
 
 
 # --- Llama's rounding order: x_hat rounded to the input's dtype, then the weight --------------------
-
-
-def llama_rms_norm(x, w, eps, offset=0.0):
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return (w.float() + offset) * h.to(x.dtype).float()
 
 
 @pytest.mark.parametrize("impl", ["torch", "reference"])
