@@ -16,9 +16,7 @@
 from .blocks import TransformerDecoderLayer, TransformerEncoderLayer
 from .functional import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from .modules import AddLayerNorm, AddRMSNorm, LayerNorm, RMSNorm
-from .patch import patch, unpatch
-from .patch_report import PatchReport, PatchWarning
-from .transformers_hook import patch_transformers, unpatch_transformers
+from .patching import PatchReport, PatchWarning, patch, patch_transformers, unpatch, unpatch_transformers
 
 __version__ = "0.1.0"
 

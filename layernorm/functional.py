@@ -5,7 +5,7 @@ Implementations (``impl=``):
 
 - ``"torch"``: PyTorch's native op (``torch.nn.functional``).
 - ``"reference"``: :mod:`layernorm.reference`, the annotated math.
-- ``"triton"``: the fused kernels of :mod:`layernorm.ops` (CUDA tensors of
+- ``"triton"``: the fused kernels of :mod:`layernorm.kernels.ops` (CUDA tensors of
   float16 / bfloat16 / float32; CPU tensors too when ``TRITON_INTERPRET=1``,
   which runs the same kernels in Triton's interpreter).
 
@@ -70,13 +70,13 @@ def _process_default() -> Optional[str]:
 PROCESS_DEFAULT_IMPL: Optional[str] = _process_default()
 
 
-_ops = None  # layernorm.ops, imported at the first call that needs it
+_ops = None  # layernorm.kernels.ops, imported at the first call that needs it
 
 
 def _kernels_ops():
     global _ops
     if _ops is None:
-        from . import ops
+        from .kernels import ops
 
         _ops = ops
     return _ops

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Everything the kernels need checked on a GPU, in one call of the device tool:
-#   1. the GPU tests (pytest -m gpu tests/gpu, and the DTensor tests over NCCL)
+#   1. the GPU tests (pytest -m gpu: tests/gpu, the DTensor tests over NCCL, and the CPU tests
+#      that take the `device` fixture, on CUDA)
 #   2. compute-sanitizer memcheck on one pass of each kernel path
 #   3. the launch-table sweep, when SWEEP=1 (it rewrites the table this run then uses)
 #   4. host time per call of small launches: layer by layer, both launch paths
 #      (scripts/host_overhead.py), and every op against its peers (layernorm bench --host-time-only)
-#   5. layernorm bench (BENCH_OPS, default "layer_norm"; BENCH_ARGS passed through)
+#   5. layernorm bench (BENCH_OPS, default "layer_norm"; BENCH_ARGS passed through), then the
+#      project's bar judged from its results and the host-time results (scripts/bench_bar.py)
 #   6. experiments with --device cuda, when EXPERIMENTS names them (quick size; EXPERIMENT_SIZE)
 #   7. a training step of a whole model, when MODEL_STEP names them (gpt2, encoder, llama); PROFILE=1 traces it
 # Output goes under $OUT (the device tool's folder; runs/device elsewhere). Each step runs even
@@ -53,14 +55,14 @@ fi
 # (4 workers when pytest-xdist is there: kernel compilation dominates, and it runs on the CPU)
 xdist=""
 $PY -c "import xdist" 2>/dev/null && xdist="-n 4"
-[ "${SKIP_TESTS:-0}" = 1 ] || step gpu-tests $PY -m pytest -m gpu tests/gpu tests/test_dtensor.py -q -p no:cacheprovider -rf --durations=5 $xdist
+[ "${SKIP_TESTS:-0}" = 1 ] || step gpu-tests $PY -m pytest -m gpu tests/gpu tests/test_dtensor.py tests/test_reference.py tests/test_add_norm.py -q -p no:cacheprovider -rf --durations=5 $xdist
 
 # 2. memcheck: every kernel path once (register and chunked rows, LayerNorm / RMSNorm / add,
 #    with and without parameters, the dweight/dbias reduction). The first run compiles the
 #    kernels outside the sanitizer; the second, under it, finds them in Triton's cache.
 cat > /tmp/memcheck_paths.py <<'EOF'
 import torch
-from layernorm import ops
+from layernorm.kernels import ops
 
 torch.manual_seed(0)
 for n in (1000, 16384, 20000):  # 16384: persistent forward; 20000: chunked rows
@@ -118,6 +120,11 @@ for op in ${BENCH_OPS-layer_norm}; do bench_ops+=(--op "$op"); done
 if [ ${#bench_ops[@]} -gt 0 ]; then
   mkdir -p "$OUT/bench"
   step bench $PY -m layernorm bench "${bench_ops[@]}" --out "$OUT/bench" ${BENCH_ARGS:-}
+fi
+bar_inputs=()
+for f in "$OUT/host/results.json" "$OUT/bench/results.json"; do [ -f "$f" ] && bar_inputs+=("$f"); done
+if [ ${#bar_inputs[@]} -gt 0 ]; then
+  step bar $PY scripts/bench_bar.py "${bar_inputs[@]}"
 fi
 
 # 6. the experiments on the GPU (EXPERIMENTS="transformer small-batch ..."; EXPERIMENT_SIZE quick by

@@ -276,7 +276,7 @@ def host_us(fn, calls: int = 2000) -> float:
 def time_host_paths() -> None:
     """Host microseconds per call, Triton's path against the direct one, with the launcher a no-op
     (so what remains is Python: binding and key on one side, our key and lookup on the other)."""
-    from layernorm import ops
+    from layernorm.kernels import ops
 
     RecordingKernel._launch = lambda self, *args: None
     for m, n in ((8, 1024), (8, 4096)):

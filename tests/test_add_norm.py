@@ -36,11 +36,11 @@ def exact(fn, x, residual, w, b, dy, dres):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("with_residual", [True, False])
-def test_add_norm_against_float64(fn, impl, dtype, with_residual):
-    x = random_like_activations(3, 5, 48, dtype=dtype)
-    residual = randn(3, 5, 48, dtype=dtype, seed=7) if with_residual else None
-    w, b = randn(48, dtype=dtype, seed=2), randn(48, dtype=dtype, seed=3)
-    dy, dres = randn(3, 5, 48, dtype=dtype, seed=4), randn(3, 5, 48, dtype=dtype, seed=5)
+def test_add_norm_against_float64(fn, impl, dtype, with_residual, device):
+    x = random_like_activations(3, 5, 48, dtype=dtype, device=device)
+    residual = randn(3, 5, 48, dtype=dtype, seed=7, device=device) if with_residual else None
+    w, b = randn(48, dtype=dtype, seed=2, device=device), randn(48, dtype=dtype, seed=3, device=device)
+    dy, dres = randn(3, 5, 48, dtype=dtype, seed=4, device=device), randn(3, 5, 48, dtype=dtype, seed=5, device=device)
     got = run_add_norm(fn, x, residual, w, b, dy, dres, impl=impl)
     want = exact(fn, x, residual, w, b, dy, dres)
     assert got[0].dtype == dtype and got[1].dtype == dtype

@@ -4,26 +4,10 @@ interpreter (``TRITON_INTERPRET=1``); the figures mean nothing here, the plumbin
 import pytest
 import torch
 
-from helpers import import_triton_interpreted, triton_is_interpreted
-
-import_triton_interpreted()  # before anything imports Triton for compiling
-
-
-@pytest.fixture
-def interpreted_kernels(monkeypatch):
-    """The kernels run on Triton's interpreter: skipped where a GPU runs them (tests/gpu), where
-    Triton is missing, or where it was imported for compiling earlier in this process."""
-    if torch.cuda.is_available():
-        pytest.skip("the kernels on a GPU are tested in tests/gpu")
-    pytest.importorskip("triton")
-    if not triton_is_interpreted():
-        pytest.skip("Triton was imported for compiling earlier in this process: run this file alone")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-
 
 def test_bench_pipeline_on_cpu(monkeypatch, tmp_path, interpreted_kernels):
-    """Inputs, correctness gate, timing loop, table, bar and plot, with do_bench stubbed out."""
-    from layernorm import bench
+    """Inputs, correctness gate, timing loop, table, summary and plot, with do_bench stubbed out."""
+    from layernorm.cli import bench
 
     monkeypatch.setattr(bench, "DEVICE", "cpu")
     calls = []
@@ -38,11 +22,9 @@ def test_bench_pipeline_on_cpu(monkeypatch, tmp_path, interpreted_kernels):
     expected = 5 * 8 * 24 * 2 / 0.5e-3 / 1e9  # both passes of layer_norm: 5·M·N·s bytes
     assert any(abs(r.gbps - expected) < 1e-9 for r in results if r.pass_ == "both" and r.op == "layer_norm")
     bench.print_table(cases, 3000.0)
-    assert bench.bar_rows(results, 3000.0)
-    add = [bench.Result("add_layer_norm", "bf16", "bf16", 32768, 1024, impl, "forward", ms)
-           for impl, ms in (("layernorm", 1.0), ("torch", 1.3), ("add + layernorm", 1.2), ("torch.compile", 0.9))]
-    (row,) = [r for r in bench.bar_rows(add, 3000.0) if r[0].startswith("add_layer_norm forward")]
-    assert row[1] == "N=1024: 1.20x" and row[2] is False  # the fused compile peer is not the baseline
+    summary = {(s.op, s.pass_): s for s in bench.summarize(results)}
+    assert set(summary) == {(c.op, p) for c in cases for p in bench.PASSES}
+    assert all(s.shapes == s.compared == s.fastest == 1 and s.worst_ratio == 1.0 for s in summary.values())
     big = bench.Case("layer_norm", "bf16", "bf16", 4096, 32, results=[
         bench.Result("layer_norm", "bf16", "bf16", 4096, 32, "layernorm", "forward", 1.0, 2.0, 0.1, 1.0)])
     assert bench.plot([big], str(tmp_path)) == [str(tmp_path / "layer_norm.png")]
@@ -53,7 +35,7 @@ def test_bench_graph_times_progress_and_results_file(monkeypatch, tmp_path, caps
     import json
     import types
 
-    from layernorm import bench
+    from layernorm.cli import bench
 
     monkeypatch.setattr(bench, "DEVICE", "cpu")
     monkeypatch.setattr(bench, "_do_bench", lambda fn, args, grad_to_none=None: (fn(), 0.5)[1])
@@ -83,8 +65,23 @@ def test_bench_graph_times_progress_and_results_file(monkeypatch, tmp_path, caps
     assert saved["results"][0]["graph_ms"] == 0.1 and "pass" in saved["results"][0]
 
 
+def test_summary_counts_where_ours_is_fastest_and_names_the_worst_shape():
+    from layernorm.cli import bench
+
+    def result(impl, n, pct, ratio):
+        return bench.Result("layer_norm", "bf16", "bf16", 32768, n, impl, "forward", pct_ceiling=pct, ratio_to_best_peer=ratio)
+
+    results = [result("layernorm", 768, 90.0, 0.97), result("layernorm", 4096, 97.0, 1.02),
+               result("layernorm", 65536, 93.0, float("nan")),  # no peer could run this shape
+               result("torch", 768, 93.0, 1.0)]
+    (s,) = bench.summarize(results)
+    assert (s.shapes, s.compared, s.fastest) == (3, 2, 1)
+    assert (s.worst_ratio, s.worst_shape) == (0.97, "32768x768")
+    assert (s.pct_ceiling_min, s.pct_ceiling_max) == (90.0, 97.0)
+
+
 def test_bench_gate_rejects_a_wrong_implementation(monkeypatch):
-    from layernorm import bench
+    from layernorm.cli import bench
 
     monkeypatch.setattr(bench, "DEVICE", "cpu")
     monkeypatch.setattr(bench, "_do_bench", lambda fn, args, grad_to_none=None: 1.0)

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from layernorm import check, cli
+from layernorm import cli
+from layernorm.cli import check
 from layernorm.cli import main
 
 

@@ -197,7 +197,7 @@ def test_every_message_of_the_translated_pages_is_translated():
 def test_api_reference_documents_every_module(built):
     text = page(built, "en", "api")
     for target in ["layernorm.functional.layer_norm", "layernorm.functional.rms_norm",
-                   "layernorm.modules.LayerNorm", "layernorm.patch.patch",
+                   "layernorm.modules.LayerNorm", "layernorm.patching.swap.patch",
                    "layernorm.reference.layer_norm_forward", "layernorm.reference.layer_norm_backward"]:
         assert f'id="{target}"' in text, target
     import layernorm  # every module of the package has its section

@@ -65,8 +65,8 @@ def test_smoke_run_writes_its_files(name, tmp_path, capsys):
 def test_same_seed_same_numbers(tmp_path):
     from layernorm.experiments import run_experiment
 
-    a = run_experiment("transformer", tmp_path / "a", smoke=True, device="cpu", seed=3)
-    b = run_experiment("transformer", tmp_path / "b", smoke=True, device="cpu", seed=3)
+    a = run_experiment("transformer", tmp_path / "a", size="smoke", device="cpu", seed=3)
+    b = run_experiment("transformer", tmp_path / "b", size="smoke", device="cpu", seed=3)
     assert a["final_val_loss"] == b["final_val_loss"]
     assert (tmp_path / "a" / "metrics.csv").read_text() == (tmp_path / "b" / "metrics.csv").read_text()
 
@@ -200,19 +200,13 @@ def test_config_returns_a_copy():
     assert transformer.config("quick")["model"]["n_layer"] != 99
 
 
-def test_resolve_size_keeps_the_smoke_flag_working():
-    assert _common.resolve_size(None) == "default"
-    assert _common.resolve_size(None, smoke=True) == "smoke"
-    assert _common.resolve_size("quick") == "quick"
-    assert _common.resolve_size("smoke", smoke=True) == "smoke"
-    with pytest.raises(ValueError, match="contradicts"):
-        _common.resolve_size("quick", smoke=True)
+def test_resolve_size_accepts_only_the_known_sizes():
+    assert [_common.resolve_size(size) for size in _common.SIZES] == list(_common.SIZES)
     with pytest.raises(ValueError, match="unknown experiment size"):
         _common.resolve_size("huge")
 
 
-@pytest.mark.parametrize("kwargs, size", [({}, "default"), ({"smoke": True}, "smoke"),
-                                          ({"size": "quick"}, "quick"), ({"size": "smoke"}, "smoke")])
+@pytest.mark.parametrize("kwargs, size", [({}, "default"), ({"size": "quick"}, "quick"), ({"size": "smoke"}, "smoke")])
 def test_run_experiment_passes_the_size_to_the_experiment(kwargs, size, tmp_path, monkeypatch):
     from layernorm.experiments import run_experiment, small_batch
 
@@ -222,11 +216,12 @@ def test_run_experiment_passes_the_size_to_the_experiment(kwargs, size, tmp_path
     assert seen["size"] == size
 
 
-def test_run_experiment_rejects_smoke_with_another_size(tmp_path):
-    from layernorm.experiments import run_experiment
+def test_run_experiment_rejects_an_unknown_size_before_any_work(tmp_path, monkeypatch):
+    from layernorm.experiments import run_experiment, small_batch
 
-    with pytest.raises(ValueError, match="contradicts"):
-        run_experiment("small-batch", tmp_path, smoke=True, size="quick", device="cpu")
+    monkeypatch.setattr(small_batch, "run", lambda **kw: pytest.fail("ran"))
+    with pytest.raises(ValueError, match="unknown experiment size"):
+        run_experiment("small-batch", tmp_path, size="huge", device="cpu")
 
 
 @pytest.mark.parametrize("flags, size", [([], "default"), (["--smoke"], "smoke"), (["--quick"], "quick")])

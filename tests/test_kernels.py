@@ -1,6 +1,6 @@
 """The Triton kernels on the CPU, through Triton's interpreter (``TRITON_INTERPRET=1``).
 
-Every case runs the forward and the backward of :mod:`layernorm.ops` and
+Every case runs the forward and the backward of :mod:`layernorm.kernels.ops` and
 compares y (and r') and every gradient with float64 autograd on the same
 values. Tolerance rule: the kernel's error may be at most twice PyTorch's own
 error in that dtype, plus a small atol. Every output buffer the kernels get is
@@ -17,150 +17,19 @@ import os
 import pytest
 import torch
 
-if torch.cuda.is_available():
-    # Importing the kernels under the interpreter would make them interpreted for the whole
-    # process; on a GPU machine tests/gpu (pytest -m gpu tests/gpu) covers the same ground.
-    pytest.skip("interpreter tests run where no GPU is; see tests/gpu", allow_module_level=True)
-
-# Triton picks interpreter or compiler when a function is decorated (its own tl.cdiv too):
-# set it before the first import of triton.
-_saved_interpret = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
-try:
-    import triton  # noqa: F401
-except ImportError:
-    os.environ.pop("TRITON_INTERPRET")
-    pytest.skip("triton is not installed", allow_module_level=True)
+pytest.importorskip("triton")  # the kernels' modules import it
 
 import torch.nn.functional as F  # noqa: E402
 
-from layernorm import ops  # noqa: E402
-from layernorm.kernels import launch, table  # noqa: E402
-from helpers import llama_rms_norm  # noqa: E402
+from layernorm.kernels import ops, table  # noqa: E402
+from helpers import llama_rms_norm, params, randn, relative_error as error  # noqa: E402
+from helpers import random_like_activations as activations  # noqa: E402
+from kernel_check import DTYPES, atol, check, leaves, ours  # noqa: E402
 
-if _saved_interpret is None:  # leave the other test modules' environment as it was
-    del os.environ["TRITON_INTERPRET"]
-else:
-    os.environ["TRITON_INTERPRET"] = _saved_interpret
-
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# One unit of roundoff of the dtype (relative): the interpreter casts float32 to bfloat16 by
-# truncation where the GPU rounds to nearest, so a bfloat16 output may sit one unit off.
-ATOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
-
-
-@pytest.fixture(autouse=True)
-def interpreter_and_poison(monkeypatch):
-    """Run on the interpreter, and hand the kernels NaN-filled buffers only."""
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-
-    def poisoned(shape, dtype, device):
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-
-    monkeypatch.setattr(launch, "_alloc", poisoned)
-
-
-def activations(*shape, dtype=torch.float32, seed=0, offset=-2.3, scale=0.5):
-    g = torch.Generator().manual_seed(seed)
-    return (scale * torch.randn(*shape, generator=g, dtype=torch.float64) + offset).to(dtype)
-
-
-def randn(*shape, dtype=torch.float32, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
-
-
-def error(out, ref):
-    """max |out - ref| / max(max |ref|, 1), in float64; NaN anywhere gives inf."""
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    if ref.numel() == 0:
-        return 0.0
-    out, ref = out.detach().double(), ref.detach().double()
-    if torch.isnan(out).any():
-        return float("inf")
-    return ((out - ref).abs().max() / ref.abs().max().clamp(min=1.0)).item()
-
-
-def torch_norm(kind, x, residual, normalized_shape, weight, bias, eps, residual_dtype):
-    if kind.startswith("add"):
-        r = x.to(residual_dtype) if residual is None else x.to(residual_dtype) + residual.to(residual_dtype)
-    else:
-        r = x
-    if kind.endswith("rms"):
-        y = F.rms_norm(r.to(x.dtype) if r.dtype != torch.float64 else r, normalized_shape, weight, eps)
-    else:
-        y = F.layer_norm(r.to(x.dtype) if r.dtype != torch.float64 else r, normalized_shape, weight, bias, eps)
-    return y, r
-
-
-def ours(kind, x, residual, normalized_shape, weight, bias, eps, residual_in_fp32):
-    if kind == "layer":
-        return ops.triton_layer_norm(x, normalized_shape, weight, bias, eps), None
-    if kind == "rms":
-        return ops.triton_rms_norm(x, normalized_shape, weight, eps), None
-    if kind == "add_layer":
-        return ops.triton_add_layer_norm(x, residual, normalized_shape, weight, bias, eps, residual_in_fp32)
-    return ops.triton_add_rms_norm(x, residual, normalized_shape, weight, eps, residual_in_fp32)
-
-
-def leaves(*tensors):
-    return [None if t is None else t.detach().clone().requires_grad_() for t in tensors]
-
-
-def check(kind, x, normalized_shape, weight=None, bias=None, eps=1e-5, residual=None, residual_in_fp32=False):
-    """Forward and backward of the kernels against float64, within the tolerance rule."""
-    if kind.endswith("rms"):
-        bias = None
-    dtype = x.dtype
-    residual_dtype = torch.float32 if residual_in_fp32 else dtype
-    is_add = kind.startswith("add")
-    dy = randn(*x.shape, dtype=dtype, seed=7)
-    dres = randn(*x.shape, dtype=residual_dtype, seed=8) if is_add else None
-
-    def grads(outs, ins):
-        y, r = outs
-        pairs = [(y, dy.to(y.dtype))] + ([(r, dres.to(r.dtype))] if is_add else [])
-        want = [t for t in ins if t is not None]
-        got = torch.autograd.grad([p[0] for p in pairs], want, [p[1] for p in pairs], allow_unused=True)
-        it = iter(got)
-        return [None if t is None else next(it) for t in ins]
-
-    # ours, in the dtype
-    args = leaves(x, residual, weight, bias)
-    out = ours(kind, args[0], args[1], normalized_shape, args[2], args[3], eps, residual_in_fp32)
-    our_grads = grads(out, args)
-    # float64 reference
-    ref_args = leaves(*[None if t is None else t.double() for t in (x, residual, weight, bias)])
-    ref = torch_norm(kind, ref_args[0], ref_args[1], normalized_shape, ref_args[2], ref_args[3], eps, torch.float64)
-    ref_grads = grads(ref, ref_args)
-    # PyTorch in the dtype (parameters cast to it): its own error sets the scale
-    base_args = leaves(x, residual, *[None if t is None else t.to(dtype) for t in (weight, bias)])
-    base = torch_norm(kind, base_args[0], base_args[1], normalized_shape, base_args[2], base_args[3], eps, residual_dtype)
-    base_grads = grads(base, base_args)
-
-    names = ["y", "r'", "dx", "dresidual", "dweight", "dbias"]
-    outs = [out[0], out[1], *our_grads]
-    refs = [ref[0], ref[1] if is_add else None, *ref_grads]
-    bases = [base[0], base[1] if is_add else None, *base_grads]
-    for name, o, r, b in zip(names, outs, refs, bases):
-        if r is None:
-            assert o is None or not is_add, name
-            continue
-        assert o is not None, f"{name} missing"
-        if name in ("y", "dx"):
-            assert o.dtype == dtype, (name, o.dtype)
-        if name == "r'":
-            assert o.dtype == residual_dtype
-        bound = 2 * error(b, r) + ATOL[dtype]
-        err = error(o, r)
-        assert err <= bound, f"{kind} {name} {dtype} {tuple(x.shape)}: error {err:.3g} > bound {bound:.3g}"
-    return out, our_grads
-
-
-def params(n, dtype, seed=3):
-    w = 1.0 + 0.5 * randn(n, dtype=torch.float64, seed=seed)
-    b = 0.5 * randn(n, dtype=torch.float64, seed=seed + 1)
-    return w.to(dtype), b.to(dtype)
+# On a GPU machine these are skipped (interpreted_kernels): tests/gpu checks the same ground,
+# compiled, at real sizes.
+pytestmark = pytest.mark.usefixtures("interpreted_kernels", "poisoned_buffers")
+ATOL = {dtype: atol(dtype, "cpu") for dtype in DTYPES}
 
 
 # --- widths and dtypes ------------------------------------------------------------------------

@@ -12,10 +12,7 @@ import torch.nn.functional as F
 import layernorm
 from layernorm import functional
 from layernorm.validation import check_impl
-from helpers import impl, import_triton_interpreted, llama_rms_norm, randn, relative_error  # noqa: F401 (impl: a fixture)
-
-# The Triton kernels run on the CPU in Triton's interpreter (as in tests/test_kernels.py).
-import_triton_interpreted()
+from helpers import llama_rms_norm, randn, relative_error
 
 HALF = [torch.float16, torch.bfloat16]
 IMPLS = ["torch", "reference", "triton"]

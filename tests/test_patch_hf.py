@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import layernorm
-from layernorm.recognize import is_ours
+from layernorm.patching.recognize import is_ours
 
 transformers = pytest.importorskip("transformers")
 

@@ -20,9 +20,9 @@ def naive_layer_norm(x, ns, weight, bias, eps):
 
 
 @pytest.mark.parametrize("shape,ns", SHAPES)
-def test_forward_matches_torch_in_float64(shape, ns):
-    x = random_like_activations(*shape, dtype=torch.float64)
-    w, b = randn(*ns, dtype=torch.float64, seed=2), randn(*ns, dtype=torch.float64, seed=3)
+def test_forward_matches_torch_in_float64(shape, ns, device):
+    x = random_like_activations(*shape, dtype=torch.float64, device=device)
+    w, b = randn(*ns, dtype=torch.float64, seed=2, device=device), randn(*ns, dtype=torch.float64, seed=3, device=device)
     y, mean, rstd = reference.layer_norm_forward(x, ns, w, b, 1e-5)
     assert relative_error(y, F.layer_norm(x, ns, w, b, 1e-5)) < 1e-13
     dims = tuple(range(x.dim() - len(ns), x.dim()))
@@ -34,11 +34,11 @@ def test_forward_matches_torch_in_float64(shape, ns):
 
 @pytest.mark.parametrize("shape,ns", SHAPES)
 @pytest.mark.parametrize("affine", [True, False])
-def test_explicit_backward_matches_autograd(shape, ns, affine):
-    x = random_like_activations(*shape, dtype=torch.float64).requires_grad_()
-    w = randn(*ns, dtype=torch.float64, seed=2).requires_grad_() if affine else None
-    b = randn(*ns, dtype=torch.float64, seed=3).requires_grad_() if affine else None
-    dy = randn(*shape, dtype=torch.float64, seed=4)
+def test_explicit_backward_matches_autograd(shape, ns, affine, device):
+    x = random_like_activations(*shape, dtype=torch.float64, device=device).requires_grad_()
+    w = randn(*ns, dtype=torch.float64, seed=2, device=device).requires_grad_() if affine else None
+    b = randn(*ns, dtype=torch.float64, seed=3, device=device).requires_grad_() if affine else None
+    dy = randn(*shape, dtype=torch.float64, seed=4, device=device)
     y = naive_layer_norm(x, ns, w if affine else 1.0, b if affine else 0.0, 1e-5)
     y.backward(dy)
     _, mean, rstd = reference.layer_norm_forward(x.detach(), ns, w, b, 1e-5)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from layernorm import tour
-from layernorm.cli import main
+from layernorm.cli import main, tour
+from layernorm.experiments import EXPERIMENTS
 
 ALL_EXPERIMENTS = [arg for name in tour.EXPERIMENTS for arg in ("--skip", name)]
 
@@ -47,7 +47,7 @@ def _stub_experiments(monkeypatch):
     def stub(name, out, size=None, **kwargs):
         sizes[name] = size
         out.mkdir(parents=True, exist_ok=True)
-        for png in (tour.KEY_PLOTS[name], "zz_other.png"):
+        for png in (experiments.EXPERIMENTS[name].key_plot, "zz_other.png"):
             (out / png).write_bytes(b"png")
         return {"verdict": f"stub verdict of {name} at the {size} size"}
 
@@ -74,31 +74,35 @@ def test_tour_rejects_an_unknown_size(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-def test_gpu_bench_section_shows_the_bar(tmp_path, monkeypatch):
-    """The GPU branch, with the bench stubbed: its bar rows become the section's table."""
+def test_gpu_bench_section_shows_ours_against_the_best_peer(tmp_path, monkeypatch):
+    """The GPU branch, with the bench stubbed: its summary rows become the section's table."""
     import json
 
-    from layernorm import bench
+    from layernorm.cli import bench
 
     def fake_run(args):
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        summary = [bench.Summary("layer_norm", "bf16", "bf16", "forward", 9, 8, 9, 0.981, "4096x65536", 93.2, 97.8),
+                   bench.Summary("rms_norm", "bf16", "fp32", "backward", 9, 9, 9, 1.04, "32768x768", 71.0, 95.4)]
         (out / "results.json").write_text(json.dumps({
             "environment": {"device": "Some GPU"}, "copy_ceiling_gbps": 3000.0,
-            "bar": [{"row": "forward >= 95%", "measured": "97%", "held": True},
-                    {"row": "backward >= 90%", "measured": "40%", "held": False}]}))
+            "summary": [bench._record(s) for s in summary]}))
         return 0
 
     monkeypatch.setattr(bench, "run", fake_run)
     section = tour.Section("Benchmark on the GPU")
     tour._gpu_bench_step(section, tmp_path / "bench")
     assert section.status == "ok"
-    assert section.table[1:] == [["forward >= 95%", "97%", "yes"], ["backward >= 90%", "40%", "no"]]
-    assert section.verdict.startswith("1 of 2 rows of the bar held on Some GPU (copy ceiling 3000 GB/s)")
+    assert section.table[1:] == [
+        ["layer_norm", "bf16", "forward", "8 of 9 shapes", "0.981 (4096x65536)", "93-98%"],
+        ["rms_norm", "bf16/fp32", "backward", "9 of 9 shapes", "1.040 (32768x768)", "71-95%"]]
+    assert section.verdict.startswith(
+        "layernorm fastest at 17 of 18 (op, shape, pass) against the best peer on Some GPU (copy ceiling 3000 GB/s)")
 
 
 def test_gpu_bench_section_fails_without_results(tmp_path, monkeypatch):
-    from layernorm import bench
+    from layernorm.cli import bench
 
     monkeypatch.setattr(bench, "run", lambda args: 2)
     section = tour.Section("Benchmark on the GPU")
@@ -122,7 +126,7 @@ def test_report_opens_with_the_summary(report, tmp_path, monkeypatch):
     assert _position(text, "cases within tolerance") < details  # the check's verdict, in the summary
     for name in tour.EXPERIMENTS:
         assert _position(text, f"stub verdict of {name}") < details
-        assert _position(text, f"{name}/{tour.KEY_PLOTS[name]}") < details  # the key plot, in the summary
+        assert _position(text, f"{name}/{EXPERIMENTS[name].key_plot}") < details  # the key plot, in the summary
         assert text.index(f"{name}/zz_other.png") > details  # the other plots only in the details
     folded = _position(text, "<details>")
     assert details < folded < _position(text, "error vs reference")  # the check table opens folded

@@ -41,12 +41,15 @@ def find_modules(package: str, exclude=()) -> List[str]:
     return [n for n in names if n not in excluded and not n.rsplit(".", 1)[-1].startswith("_")]
 
 
-def _names_of_submodules(name: str, modules: List[str]) -> List[str]:
-    """Public names of a package that are also the names of its submodules.
+def _documented_elsewhere(name: str, modules: List[str], root: str) -> List[str]:
+    """Public names of a package to leave out of its own section.
 
-    ``layernorm.patch`` is both a function (re-exported by the package) and a
-    module; documenting both under one name is a duplicate. The function is
-    documented in its module (``layernorm.patch.patch``).
+    - A name that is also one of its submodules (``pkg.f`` both a re-exported
+      function and the module ``pkg/f.py``) would be documented twice under one
+      name: the function is documented in its module (``pkg.f.f``).
+    - A subpackage's re-exports of its submodules' names: each is documented in
+      the module that defines it and, if public, at the top of the package;
+      a third description of the same object is a duplicate.
     """
     if not any(m.startswith(name + ".") for m in modules):
         return []  # not a package: nothing to clash with
@@ -56,7 +59,12 @@ def _names_of_submodules(name: str, modules: List[str]) -> List[str]:
         return []  # autodoc will report why it cannot be imported
     if not hasattr(module, "__path__"):
         return []
-    return [n for n in getattr(module, "__all__", []) if f"{name}.{n}" in modules]
+    names = getattr(module, "__all__", [])
+    clashes = [n for n in names if f"{name}.{n}" in modules]
+    if name != root:
+        clashes += [n for n in names if n not in clashes
+                    and getattr(getattr(module, n, None), "__module__", name).startswith(name + ".")]
+    return clashes
 
 
 class PackageAPI(SphinxDirective):
@@ -72,7 +80,7 @@ class PackageAPI(SphinxDirective):
         # Import as autodoc will: with the modules of autodoc_mock_imports mocked.
         with mock(self.config.autodoc_mock_imports):
             modules = find_modules(package, self.options.get("exclude", ()))
-            clashes = {name: _names_of_submodules(name, modules) for name in modules}
+            clashes = {name: _documented_elsewhere(name, modules, package) for name in modules}
         first = [m for m in self.options.get("first", []) if m in modules]
         ordered = first + sorted(m for m in modules if m not in first)
         underline = self.options.get("underline", "-")

@@ -28,15 +28,24 @@ from __future__ import annotations
 import argparse
 import importlib
 from pathlib import Path
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional
 
-# experiment name -> module in this package
-EXPERIMENTS = {
-    "small-batch": "small_batch",
-    "running-stats": "running_stats",
-    "rnn": "rnn",
-    "distributed": "distributed",
-    "transformer": "transformer",
+
+@dataclass(frozen=True)
+class Experiment:
+    module: str  # the module in this package (its ``run`` and ``config``)
+    key_plot: str  # the plot that shows the claim best (the one ``layernorm tour``'s summary shows)
+    seconds: Mapping[str, int]  # seconds per size on 2 CPU cores (docs/experiments.md): the tour's estimate
+
+
+EXPERIMENTS: Dict[str, Experiment] = {
+    "small-batch": Experiment("small_batch", "accuracy_vs_batch_size.png",
+                              {"smoke": 10, "quick": 48, "default": 1340}),
+    "running-stats": Experiment("running_stats", "running_stats.png", {"smoke": 2, "quick": 21, "default": 135}),
+    "rnn": Experiment("rnn", "learning_curves.png", {"smoke": 3, "quick": 62, "default": 895}),
+    "distributed": Experiment("distributed", "loss_difference.png", {"smoke": 33, "quick": 61, "default": 270}),
+    "transformer": Experiment("transformer", "loss_curves.png", {"smoke": 2, "quick": 133, "default": 455}),
 }
 
 
@@ -44,17 +53,14 @@ def experiment_module(name: str):
     """The module of experiment ``name`` (its ``run`` and ``config``)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    return importlib.import_module(f".{EXPERIMENTS[name]}", __name__)
+    return importlib.import_module(f".{EXPERIMENTS[name].module}", __name__)
 
 
-def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[str] = None,
-                   seed: int = 0, data: Optional[Path] = None, size: Optional[str] = None,
-                   seeds: Optional[int] = None) -> Dict[str, object]:
+def run_experiment(name: str, out: Path, size: str = "default", device: Optional[str] = None,
+                   seed: int = 0, data: Optional[Path] = None, seeds: Optional[int] = None) -> Dict[str, object]:
     """Run one experiment; return its summary (``summary["verdict"]`` is the verdict line).
 
-    ``size`` is "smoke", "quick" or "default"; left out, ``smoke=True`` means
-    "smoke" (the older way to ask) and otherwise the size is "default".
-    ``seeds`` is how many seeds, ``seed``, ``seed + 1``, ...; left out, the
+    ``size`` is "smoke", "quick" or "default". ``seeds`` is how many seeds, ``seed``, ``seed + 1``, ...; left out, the
     size's own count (``config(size)["seeds"]``).
     """
     import torch
@@ -62,7 +68,7 @@ def run_experiment(name: str, out: Path, smoke: bool = False, device: Optional[s
     from ._common import resolve_device, resolve_size, seed_everything
 
     module = experiment_module(name)
-    size = resolve_size(size, smoke)  # a contradiction fails here, before any work
+    size = resolve_size(size)  # an unknown size fails here, before any work
     if seeds is not None and seeds < 1:
         raise ValueError(f"seeds={seeds}: at least one seed is needed")
     device = resolve_device(device)

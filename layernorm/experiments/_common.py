@@ -20,6 +20,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..cli.files import write_atomic
+
 
 # ---- reproducibility -------------------------------------------------------
 
@@ -67,18 +69,10 @@ def verdict_note(size: str, seeds: Sequence[int]) -> str:
     return " (" + ", ".join(part for part in (SIZE_NOTES[size], counted) if part) + ")"
 
 
-def resolve_size(size: Optional[str], smoke: bool = False) -> str:
-    """The run's size from ``size`` or from the older ``smoke=True``.
-
-    Both are accepted so that callers written before ``size`` existed keep
-    working; asking for smoke and another size at once is a contradiction.
-    """
-    if size is None:
-        return "smoke" if smoke else "default"
+def resolve_size(size: str) -> str:
+    """``size`` itself, once checked to be one of :data:`SIZES`."""
     if size not in SIZES:
         raise ValueError(f"unknown experiment size {size!r}; choose one of {', '.join(SIZES)}")
-    if smoke and size != "smoke":
-        raise ValueError(f"smoke=True contradicts size={size!r}: ask for one size")
     return size
 
 
@@ -160,19 +154,7 @@ def separated(better: Sequence[float], worse: Sequence[float], margin: float = 0
     return min(score(v) for v in better) > max(score(v) for v in worse) + margin
 
 
-# ---- files, written atomically ----------------------------------------------
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename over it: an
-    interrupted run leaves the old file or none, never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+# ---- files, written whole or not at all (write_atomic) -----------------------
 
 
 def write_csv(path: Path, rows: Sequence[Dict[str, object]]) -> None:
@@ -185,7 +167,7 @@ def write_csv(path: Path, rows: Sequence[Dict[str, object]]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _fmt(v) for k, v in row.items()})
-    _write_atomic(path, buf.getvalue().encode())
+    write_atomic(path, buf.getvalue().encode())
 
 
 def _fmt(v: object) -> object:
@@ -204,7 +186,7 @@ def _json_safe(obj: object) -> object:
 
 
 def write_json(path: Path, obj: object) -> None:
-    _write_atomic(path, (json.dumps(_json_safe(obj), indent=2) + "\n").encode())
+    write_atomic(path, (json.dumps(_json_safe(obj), indent=2) + "\n").encode())
 
 
 def save_figure(fig, path: Path) -> None:
@@ -214,7 +196,7 @@ def save_figure(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    _write_atomic(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def pyplot():

@@ -309,10 +309,10 @@ def judge(gap: Dict[str, Spread], mean_gap: Dict[str, Spread], calls: Dict[str, 
     return holds, verdict
 
 
-def run(out: Path, smoke: bool = False, device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
-        size: Optional[str] = None, seeds: Optional[int] = None) -> dict:
+def run(out: Path, size: str = "default", device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
+        seeds: Optional[int] = None) -> dict:
     timer = Timer()
-    size = resolve_size(size, smoke)
+    size = resolve_size(size)
     sized = config(size)
     seeds = run_seeds(seed, seeds, sized)
     dataset = mnist1d(sized["mnist1d_samples"])

@@ -236,10 +236,10 @@ def judge(final: Dict[str, Spread], reach: Dict[str, List[Optional[int]]], steps
     return holds, verdict
 
 
-def run(out: Path, smoke: bool = False, device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
-        size: Optional[str] = None, seeds: Optional[int] = None) -> dict:
+def run(out: Path, size: str = "default", device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
+        seeds: Optional[int] = None) -> dict:
     timer = Timer()
-    size = resolve_size(size, smoke)
+    size = resolve_size(size)
     cfg = config(size)
     seeds = run_seeds(seed, seeds, cfg)
     text, source = load_text(data)

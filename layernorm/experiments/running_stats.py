@@ -187,10 +187,10 @@ def measure_one_seed(norm: str, dataset, cfg: dict, seed: int, device: str) -> T
     return measures, curves
 
 
-def run(out: Path, smoke: bool = False, device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
-        size: Optional[str] = None, seeds: Optional[int] = None) -> dict:
+def run(out: Path, size: str = "default", device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
+        seeds: Optional[int] = None) -> dict:
     timer = Timer()
-    size = resolve_size(size, smoke)
+    size = resolve_size(size)
     cfg = config(size)
     seeds = run_seeds(seed, seeds, cfg)
     dataset = mnist1d(cfg["mnist1d_samples"])

@@ -130,10 +130,10 @@ def plot(acc: Accuracies, seeds: Sequence[int], out: Path) -> None:
     save_figure(fig, out / "accuracy_vs_batch_size.png")
 
 
-def run(out: Path, smoke: bool = False, device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
-        size: Optional[str] = None, seeds: Optional[int] = None) -> dict:
+def run(out: Path, size: str = "default", device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
+        seeds: Optional[int] = None) -> dict:
     timer = Timer()
-    size = resolve_size(size, smoke)
+    size = resolve_size(size)
     cfg = config(size)
     seeds = run_seeds(seed, seeds, cfg)
     examples = cfg["examples"]

@@ -341,10 +341,10 @@ def plot(rows: Sequence[dict], seeds: Sequence[int], out: Path, source: str, bas
     save_figure(fig, out / "loss_curves.png")
 
 
-def run(out: Path, smoke: bool = False, device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
-        size: Optional[str] = None, seeds: Optional[int] = None) -> dict:
+def run(out: Path, size: str = "default", device: str = "cpu", seed: int = 0, data: Optional[Path] = None,
+        seeds: Optional[int] = None) -> dict:
     timer = Timer()
-    size = resolve_size(size, smoke)
+    size = resolve_size(size)
     run_cfg = config(size, device)
     seeds = run_seeds(seed, seeds, run_cfg)
     text, source = load_text(data)

@@ -1,5 +1,8 @@
-"""Triton kernels of layernorm and their launch tables.
+"""Everything Triton: the kernels, their launches and launch table, and the operators over them.
 
+- :mod:`.ops`: the kernels as PyTorch operators (``torch.library``) with their
+  autograd; :class:`~.ops.Variant`, an op's configuration by name; :mod:`.func`
+  (``torch.func``) and :mod:`.dtensor` (sharded rows) on top of them;
 - :mod:`.norm`: the entry kernels (LayerNorm / RMSNorm, optional fused
   residual add; forward, backward), each picking a path by its flags;
 - the paths: :mod:`.forward_rows`, :mod:`.forward_chunked`,
@@ -13,6 +16,6 @@
 - :mod:`.offline`: the kernels compiled for sm_90 without a GPU (registers,
   spills).
 
-Importing this package does not import Triton; the kernels' modules and
-:mod:`.launch` do.
+Importing this package, :mod:`.ops`, :mod:`.func` or :mod:`.dtensor` does not
+import Triton; the kernels' modules and :mod:`.launch` do (at the first launch).
 """

@@ -2,7 +2,7 @@
 
 Every function here takes 2-D row views ``(M, N)`` whose last dim is
 contiguous (rows may be strided) and returns new tensors; the autograd and
-``torch.library`` plumbing lives in :mod:`layernorm.ops`.
+``torch.library`` plumbing lives in :mod:`layernorm.kernels.ops`.
 """
 
 from __future__ import annotations

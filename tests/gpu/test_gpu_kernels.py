@@ -10,110 +10,24 @@ Tolerance rule: error against float64 at most twice PyTorch's own error in
 the dtype (on the same GPU), plus half a unit of roundoff.
 """
 
+import functools
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
+from helpers import params as cpu_params
+from helpers import random_like_activations, relative_error as error
+from kernel_check import DTYPES, KINDS, atol, check, leaves, ours
 
+# tests/gpu is marked gpu and skipped where no GPU is (conftest.py)
 if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") == "1":
     pytest.skip("TRITON_INTERPRET=1 would interpret the kernels; unset it for the GPU tests", allow_module_level=True)
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-ATOL = {torch.float32: 1e-5, torch.float16: 2**-11, torch.bfloat16: 2**-8}
-KINDS = ("layer", "rms", "add_layer", "add_rms")
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    from layernorm.kernels import launch
-
-    monkeypatch.setattr(launch, "_alloc", lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype, device=device))
-
-
-def activations(*shape, dtype=torch.float32, seed=0, offset=-2.3, scale=0.5):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    return (scale * torch.randn(*shape, generator=g, device="cuda", dtype=torch.float64) + offset).to(dtype)
-
-
-def params(n, dtype, seed=3):
-    w = 1.0 + 0.5 * activations(n, dtype=torch.float64, seed=seed, offset=0.0, scale=1.0)
-    b = 0.5 * activations(n, dtype=torch.float64, seed=seed + 1, offset=0.0, scale=1.0)
-    return w.to(dtype), b.to(dtype)
-
-
-def error(out, ref):
-    assert out.shape == ref.shape
-    if ref.numel() == 0:
-        return 0.0
-    out, ref = out.detach().double(), ref.detach().double()
-    if torch.isnan(out).any():
-        return float("inf")
-    return ((out - ref).abs().max() / ref.abs().max().clamp(min=1.0)).item()
-
-
-def leaves(*tensors):
-    return [None if t is None else t.detach().clone().requires_grad_() for t in tensors]
-
-
-def torch_norm(kind, x, residual, shape, w, b, eps, residual_dtype):
-    if kind.startswith("add"):
-        r = x.to(residual_dtype) if residual is None else x.to(residual_dtype) + residual.to(residual_dtype)
-        inp = r if r.dtype == torch.float64 else r.to(x.dtype)
-    else:
-        r, inp = x, x
-    y = F.rms_norm(inp, shape, w, eps) if kind.endswith("rms") else F.layer_norm(inp, shape, w, b, eps)
-    return y, r
-
-
-def ours(kind, x, residual, shape, w, b, eps, fp32_residual):
-    from layernorm import ops
-
-    if kind == "layer":
-        return ops.triton_layer_norm(x, shape, w, b, eps), None
-    if kind == "rms":
-        return ops.triton_rms_norm(x, shape, w, eps), None
-    if kind == "add_layer":
-        return ops.triton_add_layer_norm(x, residual, shape, w, b, eps, fp32_residual)
-    return ops.triton_add_rms_norm(x, residual, shape, w, eps, fp32_residual)
-
-
-def check(kind, x, shape, w=None, b=None, eps=1e-5, residual=None, fp32_residual=False):
-    if kind.endswith("rms"):
-        b = None
-    dtype = x.dtype
-    rdtype = torch.float32 if fp32_residual else dtype
-    is_add = kind.startswith("add")
-    dy = activations(*x.shape, dtype=dtype, seed=7, offset=0.0, scale=1.0)
-    dres = activations(*x.shape, dtype=rdtype, seed=8, offset=0.0, scale=1.0) if is_add else None
-
-    def grads(outs, ins):
-        pairs = [(outs[0], dy)] + ([(outs[1], dres)] if is_add else [])
-        want = [t for t in ins if t is not None]
-        got = iter(torch.autograd.grad([p[0] for p in pairs], want, [p[1].to(p[0].dtype) for p in pairs]))
-        return [None if t is None else next(got) for t in ins]
-
-    a = leaves(x, residual, w, b)
-    out = ours(kind, a[0], a[1], shape, a[2], a[3], eps, fp32_residual)
-    got = [out[0], out[1], *grads(out, a)]
-    ra = leaves(*[None if t is None else t.double() for t in (x, residual, w, b)])
-    ref = torch_norm(kind, ra[0], ra[1], shape, ra[2], ra[3], eps, torch.float64)
-    want = [ref[0], ref[1] if is_add else None, *grads(ref, ra)]
-    ba = leaves(x, residual, *[None if t is None else t.to(dtype) for t in (w, b)])
-    base = torch_norm(kind, ba[0], ba[1], shape, ba[2], ba[3], eps, rdtype)
-    basis = [base[0], base[1] if is_add else None, *grads(base, ba)]
-    for name, o, r, t in zip(["y", "r'", "dx", "dresidual", "dweight", "dbias"], got, want, basis):
-        if r is None:
-            continue
-        bound = 2 * error(t, r) + ATOL[dtype]
-        err = error(o, r)
-        assert err <= bound, f"{kind} {name} {dtype} {tuple(x.shape)}: error {err:.3g} > {bound:.3g}"
-    return out, got
+pytestmark = pytest.mark.usefixtures("poisoned_buffers")
+activations = functools.partial(random_like_activations, device="cuda")
+params = functools.partial(cpu_params, device="cuda")
 
 
 # N: 1, odd, prime, powers of two, transformer widths, each register row of the table, the
@@ -167,8 +81,8 @@ def test_optional_parameters_strides_and_shapes(n):
 def test_empty_batch(kind):
     x = activations(0, 4096, dtype=torch.bfloat16)
     w, b = params(4096, torch.bfloat16)
-    out, got = check(kind, x, (4096,), w, b, residual=x.clone() if kind.startswith("add") else None)
-    assert out[0].shape == (0, 4096) and torch.count_nonzero(got[4]) == 0
+    out, grads = check(kind, x, (4096,), w, b, residual=x.clone() if kind.startswith("add") else None)
+    assert out[0].shape == (0, 4096) and torch.count_nonzero(grads[2]) == 0  # dweight of no rows
 
 
 @pytest.mark.parametrize("n", [4096, 65536])
@@ -184,14 +98,14 @@ def test_residual_in_float32(kind):
     x = activations(512, 4096, dtype=torch.bfloat16, offset=0.0)
     residual = activations(512, 4096, dtype=torch.bfloat16, seed=4)
     w, b = params(4096, torch.bfloat16)
-    out, _ = check(kind, x, (4096,), w, b, residual=residual, fp32_residual=True)
+    out, _ = check(kind, x, (4096,), w, b, residual=residual, residual_in_fp32=True)
     assert out[1].dtype == torch.float32
 
 
 @pytest.mark.parametrize("n", [768, 4096, 65536])
 @pytest.mark.parametrize("kind", ["layer", "rms"])
 def test_parameter_gradients_are_bitwise_repeatable(kind, n):
-    from layernorm import ops
+    from layernorm.kernels import ops
 
     m = (1 << 24) // n
     x = activations(m, n, dtype=torch.bfloat16)
@@ -209,7 +123,7 @@ def test_parameter_gradients_are_bitwise_repeatable(kind, n):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_cuda_graph_capture_and_replay(kind):
-    from layernorm import ops
+    from layernorm.kernels import ops
 
     n = 4096
     x, res = leaves(activations(256, n, dtype=torch.bfloat16), activations(256, n, dtype=torch.bfloat16, seed=3))
@@ -283,7 +197,7 @@ def test_torch_impl_takes_float32_parameters_on_half_input(dtype):
     y = layernorm.layer_norm(x, 1024, w, b, impl="torch")
     want = F.layer_norm(x.double(), (1024,), w.double(), b.double())
     assert y.dtype == dtype
-    assert error(y, want) <= 2 * ATOL[dtype]
+    assert error(y, want) <= 2 * atol(dtype, "cuda")
 
 
 @pytest.mark.parametrize("n", [8192, 12289, 16384])

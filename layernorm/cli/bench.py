@@ -20,8 +20,8 @@ operation (GB/s against N, one line per implementation) under ``--out``.
 ``--cuda-graph`` adds each implementation's GPU-only time (replayed from a
 CUDA graph), which separates the kernels from the host's launch cost.
 ``--host-time`` adds the host microseconds per call at M = 8 rows, every
-implementation, forward and forward + backward (:mod:`layernorm.hosttime`),
-to the printed tables, the bar and ``results.json`` (``"host_time"``).
+implementation, forward and forward + backward (:mod:`layernorm.cli.hosttime`),
+to the printed tables and ``results.json`` (``"host_time"``).
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ import os
 import platform
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 
 from . import hosttime
+from .files import write_atomic
 
 OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm")
 PASSES = ("forward", "backward", "both")
@@ -106,7 +107,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     parser.add_argument("--host-time", action="store_true",
                         help="also measure host microseconds per call (M = 8, N = 1024 and 4096, forward and "
-                             "forward + backward, every implementation; see layernorm.hosttime)")
+                             "forward + backward, every implementation; see layernorm.cli.hosttime)")
     parser.add_argument("--host-time-only", action="store_true", help="only the host-time measurement")
     parser.add_argument("--host-calls", type=int, default=2000, help="calls per host-time figure (default 2000)")
     parser.add_argument("--cuda-graph", action="store_true",
@@ -350,73 +351,47 @@ def measure_case(case: Case, impls: Dict[str, Callable], passes, ceiling: float,
 
 
 # ---------------------------------------------------------------------------
-# The bar (LayerNorm, RMSNorm, add + norm), judged from the results
+# Summary: how ours compares with its peers, per op, dtypes and pass
 
 
-def bar_rows(results: List[Result], ceiling: float) -> List[Tuple[str, str, bool]]:
-    """(row of the bar, figure measured, held) for each row the results can judge."""
-    ours = {(r.op, r.dtype, r.weight_dtype, r.M, r.N, r.pass_): r for r in results if r.impl == OURS}
-    rows: List[Tuple[str, str, bool]] = []
+@dataclass
+class Summary:
+    op: str
+    dtype: str
+    weight_dtype: str
+    pass_: str
+    shapes: int  # shapes measured
+    fastest: int  # of those compared with a peer, where ours is at least as fast as the best
+    compared: int
+    worst_ratio: float  # ours / best peer, GB/s, at the worst shape
+    worst_shape: str
+    pct_ceiling_min: float
+    pct_ceiling_max: float
 
-    def pct_row(op, label, cases, pass_, need):
-        got = [(n, ours.get((op, "bf16", "bf16", m, n, pass_))) for m, n in cases]
-        got = [(n, r) for n, r in got if r is not None]
-        if not got:
-            return
-        figures = ", ".join(f"N={n}: {r.pct_ceiling:.1f}%" for n, r in got)
-        rows.append((f"{op} {label}", figures, all(r.pct_ceiling >= need for _, r in got)))
 
-    for op in ("layer_norm", "rms_norm"):
-        pct_row(op, "forward >= 95% of ceiling, bf16 N 1024..16384 (M=32768)", [(32768, n) for n in (1024, 2048, 4096, 8192, 16384)], "forward", 95)
-        pct_row(op, "forward >= 90% at N=768 (M=32768) and N=65536 (M=4096)", [(32768, 768), (4096, 65536)], "forward", 90)
-        pct_row(op, "backward >= 90% of ceiling, bf16 N 2048..16384", [(32768, n) for n in (2048, 4096, 8192, 16384)], "backward", 90)
-        pct_row(op, "backward >= 2/3 of ceiling at N=768, 1024 (M=32768), 65536 (M=4096)", [(32768, 768), (32768, 1024), (4096, 65536)], "backward", 100 * 2 / 3)
-    by_key: Dict[tuple, Dict[str, Result]] = {}
+def summarize(results: List[Result]) -> List[Summary]:
+    groups: Dict[tuple, List[Result]] = {}
     for r in results:
-        by_key.setdefault((r.op, r.dtype, r.weight_dtype, r.M, r.N, r.pass_), {})[r.impl] = r
-    for m in (8, 512):
-        for p in ("forward", "backward"):
-            key = ("layer_norm", "bf16", "bf16", m, 4096, p)
-            if key in by_key and OURS in by_key[key] and "torch" in by_key[key]:
-                o, t = by_key[key][OURS].ms * 1e3, by_key[key]["torch"].ms * 1e3
-                rows.append((f"layer_norm {p} at M={m}, N=4096 no slower than torch", f"{o:.1f} us vs torch {t:.1f} us", o <= t))
-    worst: Dict[str, Tuple[float, str]] = {}
-    for key, impls in by_key.items():
-        if OURS not in impls:
-            continue
-        ratio = impls[OURS].ratio_to_best_peer
-        label = f"{key[0]} ratio to best peer >= 1.0 ({key[1]} x, {key[2]} weights)"
-        here = f"{key[5]} M={key[3]} N={key[4]}"
-        if label not in worst or not (ratio >= worst[label][0]):
-            worst[label] = (ratio, here)
-    for label, (ratio, where) in sorted(worst.items()):
-        rows.append((label, f"worst {ratio:.3f} ({where})", ratio >= 1.0))
-    rows.extend(_add_norm_rows(by_key))
-    return rows
-
-
-# Peers that add and normalise in two passes; torch.compile and Liger's fused kernel fuse them.
-UNFUSED_ADD_PEERS = ("torch", "liger", "add + layernorm")
-# x + r then a norm moves 5 units of M·N·s (add: 2 in, 1 out; norm: 1 in, 1 out), the fused op 4.
-ADD_NORM_SAVING = 5 / 4
-
-
-def _add_norm_rows(by_key: Dict[tuple, Dict[str, "Result"]]) -> List[Tuple[str, str, bool]]:
-    """Issue 4's add + norm row: forward time of the best unfused peer over ours, bf16, M = 32768."""
+        if r.impl == OURS:
+            groups.setdefault((r.op, r.dtype, r.weight_dtype, r.pass_), []).append(r)
     rows = []
-    for op in ("add_layer_norm", "add_rms_norm"):
-        ratios = []
-        for key, impls in sorted(by_key.items()):
-            if key[0] != op or key[1:4] != ("bf16", "bf16", 32768) or key[5] != "forward" or OURS not in impls:
-                continue
-            unfused = [impls[k].ms for k in UNFUSED_ADD_PEERS if k in impls and impls[k].ms == impls[k].ms]
-            if unfused and impls[OURS].ms == impls[OURS].ms:
-                ratios.append((key[4], min(unfused) / impls[OURS].ms))
-        if ratios:
-            figures = ", ".join(f"N={n}: {r:.2f}x" for n, r in ratios)
-            rows.append((f"{op} forward >= {ADD_NORM_SAVING:.2f}x the unfused x + r then best plain norm (bf16, M=32768)",
-                         figures, all(r >= ADD_NORM_SAVING for _, r in ratios)))
+    for (op, dtype, weight_dtype, pass_), rs in groups.items():
+        compared = [r for r in rs if not math.isnan(r.ratio_to_best_peer)]
+        worst = min(compared, key=lambda r: r.ratio_to_best_peer, default=None)
+        pct = [r.pct_ceiling for r in rs if not math.isnan(r.pct_ceiling)]
+        rows.append(Summary(op, dtype, weight_dtype, pass_, len(rs), sum(r.ratio_to_best_peer >= 1.0 for r in compared),
+                            len(compared), worst.ratio_to_best_peer if worst else float("nan"),
+                            f"{worst.M}x{worst.N}" if worst else "", min(pct, default=float("nan")),
+                            max(pct, default=float("nan"))))
     return rows
+
+
+def print_summary(rows: List[Summary]) -> None:
+    print(f"{OURS} against the best peer, by op, dtype and pass:")
+    for s in rows:
+        dt = s.dtype if s.weight_dtype == s.dtype else f"{s.dtype}/{s.weight_dtype}"
+        print(f"  {s.op:<15} {dt:<9} {s.pass_:<9} fastest at {s.fastest} of {s.compared} shapes; worst ratio "
+              f"{s.worst_ratio:.3f} ({s.worst_shape}); {s.pct_ceiling_min:.0f}-{s.pct_ceiling_max:.0f}% of the copy ceiling")
 
 
 # ---------------------------------------------------------------------------
@@ -482,7 +457,7 @@ def _ops(args) -> List[str]:
 
 
 def measure_host_time(impls_by_op: Dict[str, Dict[str, Callable]], args) -> list:
-    """Host µs per call of every implementation at M = 8 (see :mod:`layernorm.hosttime`), bf16."""
+    """Host µs per call of every implementation at M = 8 (see :mod:`layernorm.cli.hosttime`), bf16."""
     rows = []
     for op, impls in impls_by_op.items():
         rows += hosttime.measure(op, impls, "bf16", torch.bfloat16, calls=args.host_calls, device=DEVICE)
@@ -526,21 +501,20 @@ def print_progress(case: Case) -> None:
 
 
 def write_results(out_dir: str, env: dict, ceiling: float, launch_table: str, cases: List[Case],
-                  bar: Optional[List[Tuple[str, str, bool]]] = None, host_time: Optional[list] = None) -> str:
-    """results.json, written whole or not at all (a temporary file, then a rename)."""
+                  complete: bool = False, host_time: Optional[list] = None) -> str:
+    """results.json, written whole or not at all; ``complete`` once every case is measured."""
     path = os.path.join(out_dir, "results.json")
+    results = [r for c in cases for r in c.results]
     payload = {"environment": env, "copy_ceiling_gbps": ceiling, "launch_table": launch_table,
-               "complete": bar is not None,
-               "results": [_record(r) for c in cases for r in c.results],
+               "complete": complete,
+               "results": [_record(r) for r in results],
                "host_time": [_record(r) for r in host_time or []],
-               "bar": [{"row": a, "measured": b, "held": c} for a, b, c in (bar or [])]}
-    with open(path + ".tmp", "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(path + ".tmp", path)
+               "summary": [_record(s) for s in summarize(results)]}
+    write_atomic(path, json.dumps(payload, indent=1))
     return path
 
 
-def _record(r: Result) -> dict:
+def _record(r) -> dict:
     record = asdict(r)
     record["pass"] = record.pop("pass_")
     return record
@@ -567,7 +541,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         print("layernorm bench: Triton is not installed (pip install triton).", file=sys.stderr)
         return 2
-    from .kernels import table
+    from ..kernels import table
 
     for knob in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit", "accumulated_recompile_limit"):
         if hasattr(torch._dynamo.config, knob):  # one compiled graph per shape
@@ -590,9 +564,7 @@ def run(args: argparse.Namespace) -> int:
         print_progress(case)
         # after every case: a run cut short (a device call's time limit) still leaves its figures
         write_results(args.out, env, ceiling, table.SOURCE, cases[:done], host_time=host)
-    results = [r for c in cases for r in c.results]
-    bar = bar_rows(results, ceiling) + hosttime.bar_rows(host, OURS)
-    write_results(args.out, env, ceiling, table.SOURCE, cases, bar, host_time=host)
+    write_results(args.out, env, ceiling, table.SOURCE, cases, complete=True, host_time=host)
     plots = []
     if not args.no_plot and cases:
         if importlib.util.find_spec("matplotlib") is None:
@@ -604,8 +576,8 @@ def run(args: argparse.Namespace) -> int:
         print_table(cases, ceiling)
     if host:
         hosttime.print_table(host)
-    print()
-    for row, figure, held in bar:
-        print(f"{'held' if held else 'NOT HELD':<9} {row}: {figure}")
+    if cases:
+        print()
+        print_summary(summarize([r for c in cases for r in c.results]))
     print(f"\nwrote {os.path.join(args.out, 'results.json')}" + "".join(f", {p}" for p in plots))
     return 0

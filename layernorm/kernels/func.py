@@ -1,6 +1,6 @@
 """The kernels under ``torch.func`` transforms: ``vmap``, ``grad`` / ``vjp``, ``jvp``.
 
-The eager autograd function in :mod:`layernorm.ops` is the thin one every
+The eager autograd function in :mod:`layernorm.kernels.ops` is the thin one every
 ordinary call takes. While a ``torch.func`` transform is active, calls come
 here instead, to an autograd function in the form those transforms need
 (``setup_context``, and rules of its own for vmap and forward-mode AD):
@@ -23,7 +23,8 @@ import contextlib
 
 import torch
 
-from . import ops, reference
+from .. import reference
+from . import ops
 
 
 class _TransformableNorm(torch.autograd.Function):

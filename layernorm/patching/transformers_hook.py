@@ -9,7 +9,7 @@ afterwards; the probes run on the CPU). Each new model of the chosen type, or
 of every type, goes through :func:`layernorm.patch`, so every norm of it that
 passes verification runs ours, whatever its class (``nn.LayerNorm`` in GPT-2,
 ``LlamaRMSNorm``, ``T5LayerNorm``, ...); one
-:class:`~layernorm.patch_report.PatchWarning` per module left, once.
+:class:`~layernorm.patching.report.PatchWarning` per module left, once.
 
 Hooking construction, rather than replacing the norm classes in the modeling
 modules, reaches norms that a model takes from ``torch.nn`` or from another
@@ -28,8 +28,8 @@ import weakref
 from collections import Counter
 from typing import Optional
 
-from .patch import patch
-from .patch_report import PatchWarning
+from .swap import patch
+from .report import PatchWarning
 
 __all__ = ["patch_transformers", "unpatch_transformers", "TransformersPatch"]
 

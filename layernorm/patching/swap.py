@@ -1,7 +1,7 @@
 """Swap the normalization modules inside any model for ours, in place, each one checked first.
 
 :func:`patch` reaches every norm of the last dims that it can recognise
-(:mod:`layernorm.recognize`): PyTorch's ``torch.nn.LayerNorm`` and
+(:mod:`layernorm.patching.recognize`): PyTorch's ``torch.nn.LayerNorm`` and
 ``torch.nn.RMSNorm`` and their subclasses, and the norms of model libraries,
 HuggingFace's ``LlamaRMSNorm``, ``T5LayerNorm`` and the like, whatever their
 class is called or where they keep epsilon, and Gemma's RMS norms and
@@ -13,19 +13,19 @@ swapped only when the two agree to rounding.
 A swap is a change of class of the existing module object: PyTorch's classes
 become ours (:class:`~layernorm.LayerNorm`, :class:`~layernorm.RMSNorm`, which
 subclass them), any other becomes a subclass of its own class whose
-``forward`` calls ours (:mod:`layernorm.adopted`). The very same parameter
+``forward`` calls ours (:mod:`layernorm.patching.adopted`). The very same parameter
 tensors, under the same names, buffers, hooks, device, dtype and train/eval
 flag stay, nothing is copied, an optimizer built before the swap still holds
 the right parameters, and state-dict keys do not change. :func:`unpatch`
 assigns the original classes back.
 
-``patch`` returns a :class:`~layernorm.patch_report.PatchReport`: the number
+``patch`` returns a :class:`~layernorm.patching.report.PatchReport`: the number
 of modules replaced (an ``int``, as before), how many of each class, and the
 norm-like modules it left with the reason: a forward it does not recognise
 (one that takes more than the input, as Mamba 2's gated norm does), a failed
 verification, a parametrized weight (``torch.nn.utils.parametrize``),
 sharding by FSDP. Each module left is also a
-:class:`~layernorm.patch_report.PatchWarning`.
+:class:`~layernorm.patching.report.PatchWarning`.
 
 With ``fuse_add=True`` PyTorch's ``TransformerEncoderLayer`` and
 ``TransformerDecoderLayer`` are swapped the same way for the classes of
@@ -43,9 +43,9 @@ from collections import Counter
 
 import torch
 
-from . import blocks
+from .. import blocks
 from .adopted import AdoptedNorm
-from .patch_report import LeftModule, PatchReport, PatchWarning, class_names
+from .report import LeftModule, PatchReport, PatchWarning, class_names
 from .recognize import TORCH_NORMS, examine, fsdp_roots, is_ours, looks_like_norm
 
 __all__ = ["patch", "unpatch"]
@@ -71,7 +71,7 @@ def patch(model: torch.nn.Module, *, fuse_add: bool = False, warn: bool = True) 
     """Make every norm module in ``model`` that computes what ours do run ours, in place.
 
     Every norm-like module is checked on probe inputs before it is swapped
-    (see :mod:`layernorm.patch` and :mod:`layernorm.recognize`); modules that
+    (see :mod:`layernorm.patching.swap` and :mod:`layernorm.patching.recognize`); modules that
     already run ours are skipped. With ``fuse_add``, also every
     ``torch.nn.TransformerEncoderLayer`` / ``TransformerDecoderLayer``: their
     residual adds run fused with the norm after them (:mod:`layernorm.blocks`).
@@ -79,11 +79,11 @@ def patch(model: torch.nn.Module, *, fuse_add: bool = False, warn: bool = True) 
     Args:
         model: any ``torch.nn.Module``; the model itself counts when it is a norm.
         fuse_add: also swap PyTorch's transformer layers.
-        warn: issue a :class:`~layernorm.patch_report.PatchWarning` for each
+        warn: issue a :class:`~layernorm.patching.report.PatchWarning` for each
             norm-like module left as it was (the report lists them either way).
 
     Returns:
-        A :class:`~layernorm.patch_report.PatchReport`: an ``int``, the number of
+        A :class:`~layernorm.patching.report.PatchReport`: an ``int``, the number of
         modules swapped, with ``replaced`` (a count per class), ``left`` (name,
         class, reason) and a readable ``str``.
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-import torch
 from torch import Tensor
 
 

@@ -16,10 +16,10 @@ from typing import Optional, Sequence
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
-    "check": ("layernorm.check", "check every implementation on every device against the float64 reference"),
-    "bench": ("layernorm.bench", "benchmark the GPU kernels against their peers (GB/s, %% of the copy ceiling)"),
+    "check": ("layernorm.cli.check", "check every implementation on every device against the float64 reference"),
+    "bench": ("layernorm.cli.bench", "benchmark the GPU kernels against their peers (GB/s, %% of the copy ceiling)"),
     "experiment": ("layernorm.experiments", "run one experiment that tests a claim of layer normalization"),
-    "tour": ("layernorm.tour", "check, benchmark and run every experiment, then write a report"),
+    "tour": ("layernorm.cli.tour", "check, benchmark and run every experiment, then write a report"),
 }
 
 

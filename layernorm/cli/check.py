@@ -27,8 +27,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import reference
-from .functional import available_impls, layer_norm, rms_norm
+from .. import reference
+from ..functional import available_impls, layer_norm, rms_norm
 
 # Tolerance on the normwise error above: a few hundred units of roundoff of the
 # dtype, which leaves room for sums over thousands of elements in the gradients.

@@ -13,11 +13,11 @@ It runs, in order, each with visible progress:
 
 then writes ``report.md`` and ``report.html`` into ``--out`` (default
 ``runs/tour``) and prints where they are. The report opens with a summary
-(each step's verdict, the benchmark's bar where a GPU ran, one key plot per
+(each step's verdict, ours against the best peer where a GPU ran, one key plot per
 experiment); the details follow, long tables folded. A step that fails is
 reported as failed, with its error, and the steps after it still run.
 Before each step the tour prints an estimate of the time left: the sizes'
-measured times (``ESTIMATED_SECONDS``), scaled by how fast the finished steps
+measured times (``ESTIMATED_SECONDS`` and each experiment's ``seconds``), scaled by how fast the finished steps
 went on this machine. Its wall time on 2 CPU cores: docs/experiments.md.
 """
 
@@ -36,26 +36,14 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-EXPERIMENTS = ("small-batch", "running-stats", "rnn", "distributed", "transformer")
+from .. import experiments
+from .files import write_atomic
 
-# The plot that shows each experiment's claim best: the one the summary shows.
-KEY_PLOTS = {
-    "small-batch": "accuracy_vs_batch_size.png",
-    "running-stats": "running_stats.png",
-    "rnn": "learning_curves.png",
-    "distributed": "loss_difference.png",
-    "transformer": "loss_curves.png",
-}
+EXPERIMENTS = tuple(experiments.EXPERIMENTS)  # in the order the tour runs them
 
-# Seconds each step took on 2 CPU cores (docs/experiments.md), per experiment
-# size: what the estimate of the time left starts from. "check" and "bench"
-# do not depend on the size.
-ESTIMATED_SECONDS = {
-    "check": 2, "bench": 9,
-    "smoke": {"small-batch": 10, "running-stats": 2, "rnn": 3, "distributed": 33, "transformer": 2},
-    "quick": {"small-batch": 48, "running-stats": 21, "rnn": 62, "distributed": 61, "transformer": 133},
-    "default": {"small-batch": 1340, "running-stats": 135, "rnn": 895, "distributed": 270, "transformer": 455},
-}
+# Seconds "check" and "bench" took on 2 CPU cores: with each experiment's own
+# (``experiments.EXPERIMENTS[name].seconds``), what the estimate of the time left starts from.
+ESTIMATED_SECONDS = {"check": 2, "bench": 9}
 PACE_PRIOR_SECONDS = 30.0  # see time_left
 TABLE_ROWS_SHOWN = 12  # a longer table is folded away in the report (<details>)
 
@@ -71,7 +59,7 @@ class Section:
     text: str = ""  # preformatted output
     images: List[Path] = field(default_factory=list)
     key_image: Optional[Path] = None  # the plot the summary shows
-    headline_table: bool = False  # the table goes into the summary too (the GPU benchmark's bar)
+    headline_table: bool = False  # the table goes into the summary too (the GPU benchmark's)
     seconds: float = 0.0
 
 
@@ -140,7 +128,7 @@ def _time_ms(fn: Callable[[], object], repeat: int) -> float:
 
 def _cpu_bench_step(section: Section, shapes=((4096, 768), (1024, 4096))) -> None:
     """On a CPU: PyTorch's op, the reference, and the dispatch (what users get)."""
-    from .functional import layer_norm
+    from ..functional import layer_norm
 
     torch.manual_seed(0)
     section.table = [["M x N", "implementation", "forward ms", "forward+backward ms", "GB/s forward"]]
@@ -164,7 +152,8 @@ def _cpu_bench_step(section: Section, shapes=((4096, 768), (1024, 4096))) -> Non
 
 
 def _gpu_bench_step(section: Section, out: Path) -> None:
-    """On a GPU: the full ``layernorm bench``; the report shows its bar, row by row, and its plots."""
+    """On a GPU: the full ``layernorm bench``; the report shows ours against the best peer per op,
+    dtype and pass, and the plots."""
     import json
 
     from . import bench
@@ -180,23 +169,25 @@ def _gpu_bench_step(section: Section, out: Path) -> None:
         section.verdict = f"the benchmark wrote no {results}"
         return
     saved = json.loads(results.read_text())
-    bar = saved.get("bar", [])
-    section.headline_table = True  # the bar is the benchmark's verdict: the summary shows it
-    section.table = [["row of the bar", "measured", "held"]] + [
-        [row["row"], row["measured"], "yes" if row["held"] else "no"] for row in bar]
+    summary = saved.get("summary", [])
+    section.headline_table = True  # ours against the best peer is the benchmark's verdict: the summary shows it
+    section.table = [["op", "dtype", "pass", "fastest at", "worst ratio to best peer", "% of copy ceiling"]] + [
+        [s["op"], s["dtype"] if s["weight_dtype"] == s["dtype"] else f"{s['dtype']}/{s['weight_dtype']}", s["pass"],
+         f"{s['fastest']} of {s['compared']} shapes", f"{s['worst_ratio']:.3f} ({s['worst_shape']})",
+         f"{s['pct_ceiling_min']:.0f}-{s['pct_ceiling_max']:.0f}%"] for s in summary]
     env = saved.get("environment", {})
+    fastest, compared = sum(s["fastest"] for s in summary), sum(s["compared"] for s in summary)
     section.verdict = (
-        f"{sum(row['held'] for row in bar)} of {len(bar)} rows of the bar held on {env.get('device', 'the GPU')} "
-        f"(copy ceiling {saved.get('copy_ceiling_gbps', float('nan')):.0f} GB/s); every figure in {results}")
+        f"layernorm fastest at {fastest} of {compared} (op, shape, pass) against the best peer on "
+        f"{env.get('device', 'the GPU')} (copy ceiling {saved.get('copy_ceiling_gbps', float('nan')):.0f} GB/s); "
+        f"every figure in {results}")
 
 
 def _experiment_step(section: Section, name: str, out: Path, device: str, size: str) -> None:
-    from . import experiments
-
     summary = experiments.run_experiment(name, out, size=size, device=device)
     section.verdict = str(summary.get("verdict", "")) if isinstance(summary, dict) else ""
     section.images = sorted(out.glob("*.png"))
-    key = out / KEY_PLOTS[name]
+    key = out / experiments.EXPERIMENTS[name].key_plot
     section.key_image = key if key.is_file() else (section.images[0] if section.images else None)
 
 
@@ -205,7 +196,7 @@ def _experiment_step(section: Section, name: str, out: Path, device: str, size: 
 
 def expected_seconds(step: str, size: str) -> float:
     """What a step took on 2 CPU cores: ``step`` is "check", "bench" or an experiment's name."""
-    return float(ESTIMATED_SECONDS[step] if step in ("check", "bench") else ESTIMATED_SECONDS[size][step])
+    return float(ESTIMATED_SECONDS[step] if step in ESTIMATED_SECONDS else experiments.EXPERIMENTS[step].seconds[size])
 
 
 def time_left(done: Sequence[Tuple[float, float]], remaining: Sequence[float]) -> float:
@@ -232,7 +223,7 @@ def duration_text(seconds: float) -> str:
 
 
 # ---- the report ------------------------------------------------------------
-# Summary first (every verdict, the GPU benchmark's bar, one key plot per
+# Summary first (every verdict, the GPU benchmark's summary, one key plot per
 # experiment), the details after it, each long table folded away.
 
 
@@ -329,17 +320,11 @@ def _html(sections: List[Section], out: Path, header: str) -> str:
     return "\n".join(parts)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 # ---- the command -----------------------------------------------------------
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from .experiments._common import SIZES  # the experiments' own list of sizes
+    from ..experiments._common import SIZES  # the experiments' own list of sizes
 
     parser.add_argument("--out", type=Path, default=Path("runs/tour"), help="where the report goes (default: runs/tour)")
     parser.add_argument("--device", default=None, help="device for the benchmark and experiments (default: cuda if present, else cpu)")
@@ -383,8 +368,8 @@ def run(args: argparse.Namespace) -> int:
         + f", experiments at the {args.experiment_size} size"
         + f", {time.strftime('%Y-%m-%d %H:%M')}, {time.perf_counter() - started:.0f} s in all."
     )
-    _write_atomic(out / "report.md", _markdown(sections, out, header))
-    _write_atomic(out / "report.html", _html(sections, out, header))
+    write_atomic(out / "report.md", _markdown(sections, out, header))
+    write_atomic(out / "report.html", _html(sections, out, header))
     failed = [s.title for s in sections if s.status == "failed"]
     print(f"\nReport: {(out / 'report.html').resolve()} (and report.md)")
     if failed:

@@ -119,7 +119,7 @@ _launch = None  # layernorm.kernels.launch, imported at the first call (it impor
 def _kernels():
     global _launch
     if _launch is None:
-        from .kernels import launch
+        from . import launch
 
         _launch = launch
     return _launch
@@ -335,7 +335,7 @@ def _differentiable_input_grads(ctx, dy, dr_out, saved):
     r' = x + residual for the fused add, whose own dependence on x and the
     residual then flows back through this function's first-order backward.
     """
-    from . import reference
+    from .. import reference
 
     x_or_r, _, _, weight, bias = saved
     spec: _Saved = ctx.spec

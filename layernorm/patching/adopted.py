@@ -1,7 +1,7 @@
 """Norm modules of other libraries, adopted: the same object, our forward.
 
 HuggingFace's ``LlamaRMSNorm`` or ``T5LayerNorm``, a model's own subclass of
-``torch.nn.LayerNorm``: once :mod:`layernorm.recognize` has found out what such
+``torch.nn.LayerNorm``: once :mod:`layernorm.patching.recognize` has found out what such
 a module computes and checked it on probe inputs, :func:`adopted_class` gives a
 subclass of the module's own class whose ``forward`` calls
 :func:`layernorm.rms_norm` or :func:`layernorm.layer_norm`. Patching assigns
@@ -10,7 +10,7 @@ that class to the module, so the object stays, with its parameters (the same
 working), its other attributes (``variance_epsilon``, ``hidden_size``), its
 hooks, device and dtype. ``isinstance(module, LlamaRMSNorm)`` stays true (model
 libraries initialise weights by such checks) and the class keeps its name;
-``type(module).__module__`` is ``layernorm.adopted``. Undoing it assigns the
+``type(module).__module__`` is ``layernorm.patching.adopted``. Undoing it assigns the
 original class back.
 
 Model libraries differ in where the result is rounded to a lower precision
@@ -51,7 +51,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .functional import layer_norm, rms_norm
+from ..functional import layer_norm, rms_norm
 
 __all__ = ["NormSpec", "AdoptedNorm", "adopted_class", "CAST_ORDERS"]
 

@@ -112,15 +112,3 @@ def print_table(rows: Sequence[HostTime]) -> None:
         by_impl = {r.impl: r for r in rows if (r.op, r.dtype, r.M, r.N, r.pass_) == (op, dtype, m, n, pass_)}
         cells = "".join(f"{by_impl[i].us:>16.1f}" if i in by_impl else f"{'':>16}" for i in impls)
         print(f"  {op} {dtype} {m}x{n} {pass_:<17}".ljust(58) + cells)
-
-
-def bar_rows(rows: Sequence[HostTime], ours: str, budget_us: float = 40.0) -> List[Tuple[str, str, bool]]:
-    """Ours costs the host at most torch's + ``budget_us`` per forward + backward at M = 8, N = 4096."""
-    out = []
-    for op in dict.fromkeys(r.op for r in rows):
-        pick = {r.impl: r.us for r in rows if r.op == op and (r.M, r.N) == (8, 4096) and r.pass_ == "forward+backward"}
-        if ours in pick and "torch" in pick:
-            held = pick[ours] <= pick["torch"] + budget_us
-            out.append((f"{op} host forward+backward at 8x4096 <= torch + {budget_us:.0f} us",
-                        f"{pick[ours]:.1f} vs torch {pick['torch']:.1f} us", held))
-    return out

@@ -18,7 +18,7 @@ Recognition goes by what a module has and does, not by its class name:
    ``weight_offset=1.0``, on the module's own weight.
 3. The replacement then runs beside the original on more probes: float32,
    bfloat16, the two mixed cases (bfloat16 parameters on float32 input and the
-   reverse; they tell the cast orders of :mod:`layernorm.adopted` apart), and
+   reverse; they tell the cast orders of :mod:`layernorm.patching.adopted` apart), and
    the module's own parameters in their own dtype. Both must give the same
    dtype and agree to the rounding of the lowest precision involved. A probe
    on which the original itself raises is skipped.
@@ -41,9 +41,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from . import reference
-from .adopted import CAST_ORDERS, WEIGHT_THEN_CAST, AdoptedNorm, NormSpec, adopted_class
-from .modules import LayerNorm, RMSNorm
+from .. import reference
+from .adopted import CAST_ORDERS, AdoptedNorm, NormSpec, adopted_class
+from ..modules import LayerNorm, RMSNorm
 
 __all__ = ["Verdict", "looks_like_norm", "examine", "is_ours", "fsdp_roots"]
 
