@@ -506,3 +506,36 @@ def test_no_spaces_around_inline_markup_in_chinese_and_japanese(built, lang):
         before = re.findall(f"[{CJK}] {inline}.{{0,40}}", text)
         after = re.findall(f".{{0,40}}{closing} [{CJK}]", text)
         assert not before and not after, f"{lang} {name}: {(before + after)[:3]}"
+
+
+def test_readme_layout_names_every_module_and_folder_of_the_package():
+    """The README's layout is the map of the package: every module and subpackage is on it, in
+    the folder it lives in, and it names nothing that is not there."""
+    import re
+
+    block = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("```", 2)[1]
+    listed, folders = set(), []  # folders: (indent, name) of the folders the line is inside
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        names = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]  # the names, then two spaces, then what they are
+        tokens = [t for t in re.split(r",\s*", names) if re.fullmatch(r"[a-z_]+(\.py|/)", t)]
+        if not tokens:
+            continue  # a description carried over from the line above
+        folders = [(i, f) for i, f in folders if i < indent]
+        for token in tokens:
+            listed.add("/".join([f for _, f in folders] + [token.rstrip("/")]))
+        if tokens[-1].endswith("/"):
+            folders.append((indent, tokens[-1].rstrip("/")))
+    package = ROOT / "layernorm"
+    on_disk = {str(p.relative_to(ROOT)) for p in package.rglob("*.py")
+               if p.name == "__init__.py" or not p.name.startswith("_")}
+    on_disk |= {str(p.relative_to(ROOT)) for p in package.rglob("*") if p.is_dir() and not p.name.startswith("_")}
+    # a folder's own modules may be summed up by the folder (experiments/: one module per claim)
+    summed_up = {"layernorm/experiments"}
+    missing = sorted(m for m in on_disk if m not in listed and not any(m.startswith(f + "/") for f in summed_up)
+                     and not (m.endswith("/__init__.py") and m.rsplit("/", 1)[0] in listed))
+    assert not missing, f"the README's layout does not name: {missing}"
+    absent = sorted(p for p in listed if p.startswith("layernorm") and not (ROOT / p).exists())
+    assert not absent, f"the README's layout names what is not in the package: {absent}"
