@@ -3,6 +3,7 @@ the kernels in Triton's interpreter; on a GPU machine (``-m gpu``) one process p
 the kernels compiled. Outputs and every gradient must equal PyTorch's op on the whole tensors;
 the weight's gradient is the sum over every rank's rows."""
 
+import datetime
 import importlib.util
 import socket
 
@@ -35,7 +36,9 @@ def _worker(rank: int, port: int, kind: str, backend: str, world: int, errors) -
     device = "cuda" if backend == "nccl" else "cpu"
     if device == "cuda":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    # A bounded timeout: a rank that failed must not leave the other waiting for CI's limit.
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
     try:
         mesh = init_device_mesh(device, (world,))
         g = torch.Generator().manual_seed(0)  # the same full tensors on every rank
@@ -73,6 +76,9 @@ def _worker(rank: int, port: int, kind: str, backend: str, world: int, errors) -
             if e is None:
                 continue
             torch.testing.assert_close(g_.full_tensor(), e, atol=1e-4, rtol=1e-5, msg=name)
+        # Every rank done before any tears the group down: a rank that leaves while its peer's gloo
+        # threads still talk to it aborts the peer ("terminate called without an active exception").
+        dist.barrier()
     except Exception as exc:  # reported to the parent: a child's assertion does not fail pytest
         errors.put(f"rank {rank}: {type(exc).__name__}: {exc}")
         raise
