@@ -10,13 +10,17 @@
 #      project's bar judged from its results and the host-time results (scripts/bench_bar.py)
 #   6. experiments with --device cuda, when EXPERIMENTS names them (quick size; EXPERIMENT_SIZE)
 #   7. a training step of a whole model, when MODEL_STEP names them (gpt2, encoder, llama); PROFILE=1 traces it
+# STEPS picks the steps and their order (default "tests memcheck sweep host bench experiments models");
+# with little device time, the measurement that decides comes first, e.g.
+#   STEPS="host models bench tests" MODEL_STEP=gpt2 bash scripts/device_check.sh
 # Output goes under $OUT (the device tool's folder; runs/device elsewhere). Each step runs even
 # when an earlier one failed; a summary is printed last and the exit status is 1 if any failed.
 #
 #   run: bash scripts/device_check.sh            (carry .whl for liger-kernel, if wanted)
 #   e.g. SWEEP=1 BENCH_OPS="layer_norm rms_norm" bash scripts/device_check.sh
 # A call of the device tool is limited to 10 minutes; to split the work over two calls,
-# SKIP_TESTS=1 and SKIP_MEMCHECK=1 leave steps 1 and 2 out, and BENCH_OPS="" step 4.
+# name the steps in STEPS (or: SKIP_TESTS=1 and SKIP_MEMCHECK=1 leave steps 1 and 2 out, SKIP_HOST=1 step 4,
+# BENCH_OPS="" step 5).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/device}
@@ -55,7 +59,9 @@ fi
 # (4 workers when pytest-xdist is there: kernel compilation dominates, and it runs on the CPU)
 xdist=""
 $PY -c "import xdist" 2>/dev/null && xdist="-n 4"
-[ "${SKIP_TESTS:-0}" = 1 ] || step gpu-tests $PY -m pytest -m gpu tests/gpu tests/test_dtensor.py tests/test_reference.py tests/test_add_norm.py -q -p no:cacheprovider -rf --durations=5 $xdist
+run_tests() {
+  [ "${SKIP_TESTS:-0}" = 1 ] || step gpu-tests $PY -m pytest -m gpu tests/gpu tests/test_dtensor.py tests/test_reference.py tests/test_add_norm.py -q -p no:cacheprovider -rf --durations=5 $xdist
+}
 
 # 2. memcheck: every kernel path once (register and chunked rows, LayerNorm / RMSNorm / add,
 #    with and without parameters, the dweight/dbias reduction). The first run compiles the
@@ -99,33 +105,36 @@ memcheck() {
     $PY /tmp/memcheck_paths.py 2>&1 | tee "$OUT/memcheck.txt"
   return "${PIPESTATUS[0]}"
 }
-[ "${SKIP_MEMCHECK:-0}" = 1 ] || step memcheck memcheck
+run_memcheck() { [ "${SKIP_MEMCHECK:-0}" = 1 ] || step memcheck memcheck; }
 
 # 3. sweep (optional)
-if [ "${SWEEP:-0}" = 1 ]; then
+run_sweep() {
+  [ "${SWEEP:-0}" = 1 ] || return 0
   mkdir -p "$OUT/sweep"
   step sweep $PY scripts/sweep_launch.py --out "$OUT/sweep" --write --budget-s "${SWEEP_BUDGET_S:-240}" ${SWEEP_ARGS:-}
-fi
+}
 
 # 4. host time of small calls, layer by layer (seconds; SKIP_HOST=1 leaves it out)
-if [ "${SKIP_HOST:-0}" != 1 ]; then
+run_host() {
+  [ "${SKIP_HOST:-0}" != 1 ] || return 0
   step host $PY scripts/host_overhead.py --json "$OUT/host_overhead.json"
   mkdir -p "$OUT/host"
   step host-bench $PY -m layernorm bench --host-time-only --op all --out "$OUT/host"
-fi
+}
 
 # 5. bench
-bench_ops=()
-for op in ${BENCH_OPS-layer_norm}; do bench_ops+=(--op "$op"); done
-if [ ${#bench_ops[@]} -gt 0 ]; then
+judge_bar() {  # the bar, judged once all steps ran, from the host-time and bench results written
+  local bar_inputs=()
+  for f in "$OUT/host/results.json" "$OUT/bench/results.json"; do [ -f "$f" ] && bar_inputs+=("$f"); done
+  [ ${#bar_inputs[@]} -eq 0 ] || step bar $PY scripts/bench_bar.py "${bar_inputs[@]}"
+}
+run_bench() {
+  local bench_ops=()
+  for op in ${BENCH_OPS-layer_norm}; do bench_ops+=(--op "$op"); done
+  [ ${#bench_ops[@]} -gt 0 ] || return 0
   mkdir -p "$OUT/bench"
   step bench $PY -m layernorm bench "${bench_ops[@]}" --out "$OUT/bench" ${BENCH_ARGS:-}
-fi
-bar_inputs=()
-for f in "$OUT/host/results.json" "$OUT/bench/results.json"; do [ -f "$f" ] && bar_inputs+=("$f"); done
-if [ ${#bar_inputs[@]} -gt 0 ]; then
-  step bar $PY scripts/bench_bar.py "${bar_inputs[@]}"
-fi
+}
 
 # 6. the experiments on the GPU (EXPERIMENTS="transformer small-batch ..."; EXPERIMENT_SIZE quick by
 #    default): their --device cuda paths, and the transformer's tokens/s with torch's LayerNorm
@@ -133,17 +142,31 @@ fi
 case "${EXPERIMENT_SIZE:-quick}" in
   smoke) size_flag=(--smoke) ;; default) size_flag=() ;; *) size_flag=(--quick) ;;
 esac
-for name in ${EXPERIMENTS-}; do
-  step "exp:$name" $PY -m layernorm experiment "$name" --device cuda "${size_flag[@]}" --out "$OUT/experiments/$name"
-done
+run_experiments() {
+  for name in ${EXPERIMENTS-}; do
+    step "exp:$name" $PY -m layernorm experiment "$name" --device cuda "${size_flag[@]}" --out "$OUT/experiments/$name"
+  done
+}
 
 # 7. a whole model's training step, its own norms against layernorm.patch (MODEL_STEP="gpt2 encoder llama");
 #    PROFILE=1 also traces one step of each variant and lists its host synchronizations
-for model in ${MODEL_STEP-}; do
-  profile=()
-  [ "${PROFILE:-0}" = 1 ] && profile=(--profile "$OUT/profile_$model")
-  step "step:$model" $PY scripts/gpt2_step.py --model "$model" --out "$OUT/step_$model.json" "${profile[@]}"
+run_models() {
+  for model in ${MODEL_STEP-}; do
+    local profile=()
+    [ "${PROFILE:-0}" = 1 ] && profile=(--profile "$OUT/profile_$model")
+    step "step:$model" $PY scripts/gpt2_step.py --model "$model" --out "$OUT/step_$model.json" "${profile[@]}"
+  done
+}
+
+for name in ${STEPS:-tests memcheck sweep host bench experiments models}; do
+  if ! declare -F "run_$name" >/dev/null; then
+    echo "STEPS: no step '$name' (tests memcheck sweep host bench experiments models)" | tee -a "$LOG"
+    status=1
+    continue
+  fi
+  "run_$name"
 done
+judge_bar
 
 echo "=== summary" | tee -a "$LOG"
 printf '%s\n' "${summary[@]}" | tee -a "$LOG"
