@@ -7,6 +7,12 @@ path's candidates (chunk, rows, warps[, programs per SM]) at wide rows; keep
 the fastest. Rows are held in registers up to the widest ``block_n`` where the
 register path still beats the chunked one.
 
+Then the common widths that are not powers of two (``EXACT_WIDTHS``: 768,
+1536, 3072, 5120, 6144), which a register row pads to the next power of two
+(768 columns in 1024 lanes): chunked launches whose chunk tiles the row
+exactly (768 as 3 x 256, several rows per program) against the table's padded
+launch; an exact row is written only where it is faster by more than 3%.
+
 Timing: ``triton.testing.do_bench`` median over about 1/4 GiB of rows, LayerNorm
 with weight and bias (the common case); the backward includes the dweight /
 dbias reduction.
@@ -45,6 +51,9 @@ TARGET_BYTES = 1 << 28  # per input tensor: well past the 50 MB L2
 # Widths swept (the transformer range and the chunked path); narrower rows keep the table's rows.
 REGISTER_WIDTHS = [256, 512, 1024, 2048, 4096, 8192, 16384]
 CHUNKED_WIDTHS = [8192, 16384, 65536]
+# Hidden sizes of common models that are not powers of two (GPT-2 / BERT, Qwen2-1.5B, Phi-3 and
+# Llama-3.2-3B, Llama-2-13B, GPT-NeoX-20B / Llama-style 6144).
+EXACT_WIDTHS = [768, 1536, 3072, 5120, 6144]
 
 
 def bench(fn, quick):
@@ -130,9 +139,79 @@ def backward_candidates(block_n, single, quick):
     return out[:: 2] if quick and len(out) > 8 else out
 
 
+def exact_candidates(n, backward, quick):
+    """Chunked launches whose chunk tiles a row of n columns exactly, several rows per program."""
+    chunk = table.exact_chunk(n)
+    out = []
+    for rows in (1, 2, 4, 8, 16):
+        for warps in (4, 8, 16):
+            per_thread = rows * chunk / (warps * 32)
+            if not 4 <= per_thread <= 16:
+                continue
+            if backward:
+                out += [Launch(rows, chunk, warps, False, p) for p in ((1, 2) if quick else (1, 2, 4))]
+            else:
+                out.append(Launch(rows, chunk, warps, False))
+    return out[:: 2] if quick and len(out) > 6 else out
+
+
+def use_rows(element_bytes, forward, forward_chunked, backward, backward_chunked):
+    """Make this process's lookups answer from freshly swept rows of one element size."""
+    key = table._element_key(element_bytes)
+    table.FORWARD[key], table.FORWARD_CHUNKED[key] = forward, forward_chunked
+    table.BACKWARD[key], table.BACKWARD_CHUNKED[key] = backward, backward_chunked
+    table._cached.cache_clear()
+
+
+def _fastest(timed):
+    return min(timed, key=lambda t: t[0]) if timed else None
+
+
+def sweep_exact(element_bytes, quick, log, deadline):
+    """Exact-width rows (FORWARD_EXACT, BACKWARD_EXACT) for EXACT_WIDTHS, each kept only where it
+    beats the padded launch."""
+    dtype = DTYPES[element_bytes]
+    padded_fwd, padded_bwd, exact_fwd, exact_bwd = {}, {}, {}, {}
+    for n in EXACT_WIDTHS:
+        if time.time() > deadline:
+            print(f"  time budget spent: exact widths >= {n} keep the current table's rows", flush=True)
+            break
+        m = rows_for(n, element_bytes)
+        x, w, b, dy = inputs(m, n, dtype)
+        padded = table.padded_launch(n, element_bytes), table.padded_launch(n, element_bytes, backward=True)
+        ms, stats = time_forward(padded[0], x, w, b, quick)
+        padded_fwd[n] = (ms, padded[0])
+        padded_bwd[n] = (time_backward(padded[1], x, w, b, dy, stats, quick), padded[1])
+        fwd, bwd = [], []
+        for backward, timed in ((False, fwd), (True, bwd)):
+            for cand in exact_candidates(n, backward, quick):
+                entry = {"pass": "backward" if backward else "forward", "element_bytes": element_bytes, "n": n,
+                         "m": m, "exact": True, "launch": vars(cand)}
+                try:
+                    ms = (time_backward(cand, x, w, b, dy, stats, quick) if backward
+                          else time_forward(cand, x, w, b, quick)[0])
+                except Exception as exc:  # a shape the compiler refuses
+                    log.append({**entry, "error": str(exc)[:200]})
+                    continue
+                timed.append((ms, cand))
+                log.append({**entry, "ms": ms})
+        for name, timed, padded_times, exact in (("forward", fwd, padded_fwd, exact_fwd),
+                                                 ("backward", bwd, padded_bwd, exact_bwd)):
+            best = _fastest(timed)
+            if best:
+                exact[n] = best
+                print(f"  {dtype} N={n} {name}: padded {padded_times[n][0] * 1e3:.1f} us, "
+                      f"exact chunks {best[0] * 1e3:.1f} us", flush=True)
+        del x, w, b, dy
+        torch.cuda.empty_cache()
+    key = table._element_key(element_bytes)
+    return (table_writer.exact_rows(table.FORWARD_EXACT[key], padded_fwd, exact_fwd, table.ForwardChunkedRow),
+            table_writer.exact_rows(table.BACKWARD_EXACT[key], padded_bwd, exact_bwd, table.BackwardChunkedRow))
+
+
 def sweep(element_bytes, quick, log, deadline):
     dtype = DTYPES[element_bytes]
-    best_fwd, best_bwd, best_fwd_chunked, best_bwd_chunked = {}, {}, {}, {}
+    best_fwd, best_bwd = {}, {}
     chunked_fwd_times, chunked_bwd_times = {}, {}
     # the standard shapes' widths first, so that a spent time budget cuts the narrow ones
     order = sorted(set(REGISTER_WIDTHS) | set(CHUNKED_WIDTHS), key=lambda n: (n < 1024, n))
@@ -215,6 +294,25 @@ def register_report():
                     print(f"{pass_:<9} {dt:<9} {n:>6} {shape:<22} {variant:<16} {regs:>4} {stack:>5} "
                           f"{offline.programs_per_sm(regs, cand.num_warps):>8}", flush=True)
     print(f"largest stack frame (spills): {worst} bytes")
+    print("\nexact-width candidates (bf16, LayerNorm with weight and bias):")
+    worst_exact = 0
+    for n in EXACT_WIDTHS:
+        for pass_, kernel in (("forward", norm_fwd_kernel), ("backward", norm_bwd_kernel)):
+            for cand in exact_candidates(n, pass_ == "backward", quick=False):
+                if pass_ == "backward" and cand.programs_per_sm != 1:
+                    continue  # the grid's size does not change the code
+                consts = {"BLOCK_M": cand.block_m, "BLOCK_N": cand.block_n, "SINGLE_CHUNK": False, "IS_RMS": False,
+                          "HAS_WEIGHT": True}
+                if pass_ == "forward":
+                    consts.update(HAS_BIAS=True, HAS_RESIDUAL=False, STORE_RESIDUAL=False, PERSISTENT=False)
+                else:
+                    consts.update(HAS_DRES=False, NEED_DW=True, NEED_DB=True, LEAN=False)
+                regs, stack = offline.compiled_resources(kernel, consts, "bf16", "fp32", cand.num_warps)
+                worst_exact = max(worst_exact, stack)
+                shape = f"{cand.block_m}x{cand.block_n} w{cand.num_warps} chunked"
+                print(f"{pass_:<9} {'bf16':<9} {n:>6} {shape:<22} {'layer':<16} {regs:>4} {stack:>5} "
+                      f"{offline.programs_per_sm(regs, cand.num_warps):>8}", flush=True)
+    print(f"largest stack frame of the exact-width candidates: {worst_exact} bytes")
     return 0
 
 
@@ -228,7 +326,8 @@ def main():
     parser.add_argument("--budget-s", type=float, default=360,
                         help="stop starting new widths after this many seconds (default 360)")
     parser.add_argument("--registers", action="store_true",
-                        help="no GPU needed: registers and spills of the current table, compiled for sm_90")
+                        help="no GPU needed: registers and spills of the current table and of the exact-width "
+                             "candidates, compiled for sm_90")
     args = parser.parse_args()
     if args.registers:
         return register_report()
@@ -240,19 +339,23 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     start = time.time()
     log = []
-    fwd, fwd_chunked, bwd, bwd_chunked = {}, {}, {}, {}
+    fwd, fwd_chunked, bwd, bwd_chunked, fwd_exact, bwd_exact = {}, {}, {}, {}, {}, {}
     deadline = start + args.budget_s
     for element_bytes in args.element_bytes or (2,):
         f, fc, b, bc = sweep(element_bytes, args.quick, log, deadline)
         fwd[element_bytes], fwd_chunked[element_bytes], bwd[element_bytes], bwd_chunked[element_bytes] = f, fc, b, bc
+        use_rows(element_bytes, f, fc, b, bc)  # exact rows must beat the rows just swept
+        fwd_exact[element_bytes], bwd_exact[element_bytes] = sweep_exact(element_bytes, args.quick, log, deadline)
     for name, got, current in (("FORWARD", fwd, table.FORWARD), ("BACKWARD", bwd, table.BACKWARD),
                                ("FORWARD_CHUNKED", fwd_chunked, table.FORWARD_CHUNKED),
-                               ("BACKWARD_CHUNKED", bwd_chunked, table.BACKWARD_CHUNKED)):
+                               ("BACKWARD_CHUNKED", bwd_chunked, table.BACKWARD_CHUNKED),
+                               ("FORWARD_EXACT", fwd_exact, table.FORWARD_EXACT),
+                               ("BACKWARD_EXACT", bwd_exact, table.BACKWARD_EXACT)):
         for key, value in current.items():  # an element size not swept keeps its rows
             got.setdefault(key, value)
     source = (f"swept on {torch.cuda.get_device_name()} with torch {torch.__version__}, triton {triton.__version__}, "
               f"{time.strftime('%Y-%m-%d', time.gmtime())}{' (quick)' if args.quick else ''} by scripts/sweep_launch.py")
-    text = table_writer.table_text(source, fwd, fwd_chunked, bwd, bwd_chunked)
+    text = table_writer.table_text(source, fwd, fwd_chunked, bwd, bwd_chunked, fwd_exact, bwd_exact)
     with open(os.path.join(args.out, "table.py"), "w") as f:
         f.write(text)  # what goes between the marks of table.py
     with open(os.path.join(args.out, "sweep.json"), "w") as f:

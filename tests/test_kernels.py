@@ -56,6 +56,28 @@ def test_chunked_path(kind, n, dtype):
         check(kind, x, (n,), w, b)
 
 
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer"])
+def test_exact_width_rows_tile_the_row(kind, monkeypatch):
+    """An exact-width row (48 columns as 3 chunks of 16, several rows per program) gives the same
+    results as any other launch: the chunks cover the row with no masked lanes, the last row block
+    is partial, and each backward program walks several blocks."""
+    n = 48
+    monkeypatch.setitem(table.FORWARD_EXACT, 4, {n: table.ForwardChunkedRow(chunk=16, rows_per_program=4,
+                                                                           num_warps=4)})
+    monkeypatch.setitem(table.BACKWARD_EXACT, 4, {n: table.BackwardChunkedRow(chunk=16, rows_per_program=2,
+                                                                             num_warps=4, programs_per_sm=1)})
+    table._cached.cache_clear()
+    try:
+        assert table.forward_launch(n, 4) == table.Launch(4, 16, 4, False)
+        assert table.backward_launch(n, 4) == table.Launch(2, 16, 4, False, 1)
+        x = activations(13, n, dtype=torch.float32, seed=3)
+        w, b = params(n, torch.float32)
+        residual = randn(13, n, dtype=torch.float32, seed=4) if kind.startswith("add") else None
+        check(kind, x, (n,), w, b, residual=residual)
+    finally:
+        table._cached.cache_clear()
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("kind", ["layer", "rms"])
 def test_persistent_grid_walks_several_blocks(kind, chunked):

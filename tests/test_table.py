@@ -13,7 +13,7 @@ import pytest
 from layernorm.kernels import table, table_writer
 from layernorm.kernels.table import (BackwardChunkedRow, BackwardRow, ForwardChunkedRow, ForwardRow, Launch)
 
-TABLES = ("FORWARD", "FORWARD_CHUNKED", "BACKWARD", "BACKWARD_CHUNKED")
+TABLES = ("FORWARD", "FORWARD_CHUNKED", "BACKWARD", "BACKWARD_CHUNKED", "FORWARD_EXACT", "BACKWARD_EXACT")
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_every_row_stands_for_its_launch_and_back():
         for element_bytes, rows in getattr(table, name).items():
             for width, row in rows.items():
                 launch = row.launch(row.chunk if hasattr(row, "chunk") else width)
-                assert launch.single_chunk == (not name.endswith("CHUNKED")), (name, width)
+                assert launch.single_chunk == (name in ("FORWARD", "BACKWARD")), (name, width)
                 assert type(row).of(launch) == row, (name, element_bytes, width)
 
 
@@ -97,6 +97,44 @@ def test_sweep_rows_read_back_as_the_launches_swept(monkeypatch, fresh_lookups):
     assert table.forward_launch(5000, 2) == fwd_chunked[8192][1]
 
 
+def test_exact_rows_tile_widths_that_are_not_powers_of_two():
+    for name in ("FORWARD_EXACT", "BACKWARD_EXACT"):
+        for element_bytes, rows in getattr(table, name).items():
+            for width, row in rows.items():
+                assert width & (width - 1), (name, width)  # a power of two needs no exact row
+                assert width % row.chunk == 0 and row.chunk & (row.chunk - 1) == 0, (name, width, row)
+    assert [table.exact_chunk(n) for n in (768, 1536, 3072, 5120, 6144, 12288, 96, 1)] == [
+        256, 512, 1024, 1024, 2048, 4096, 32, 1]
+
+
+def test_an_exact_row_serves_its_width_only(monkeypatch, fresh_lookups):
+    """An exact row takes over its own width; its neighbours, the padded lookup and any forced
+    setting keep the power-of-two rows."""
+    row = BackwardChunkedRow(chunk=256, rows_per_program=8, num_warps=8, programs_per_sm=2)
+    monkeypatch.setitem(table.BACKWARD_EXACT, 2, {768: row})
+    padded = table.FORWARD[2][1024].launch(1024)
+    assert table.backward_launch(768, 2) == Launch(8, 256, 8, False, 2)
+    assert table.backward_launch(768, 4) == table.BACKWARD[4][1024].launch(1024)  # 4-byte rows: none
+    assert table.backward_launch(769, 2) == table.BACKWARD[2][1024].launch(1024)
+    assert table.padded_launch(768, 2, backward=True) == table.BACKWARD[2][1024].launch(1024)
+    assert table.forward_launch(768, 2) == padded
+    with table.forced(programs=3):
+        assert table.backward_launch(768, 2).single_chunk
+
+
+def test_exact_rows_are_written_only_where_they_beat_the_padded_launch():
+    current = {1536: ForwardChunkedRow(512, 2, 4), 3072: ForwardChunkedRow(1024, 1, 8)}
+    padded = {768: (10.0, Launch(16, 1024, 16, True)), 1536: (10.0, Launch(2, 2048, 8, True)),
+              5120: (10.0, Launch(1, 8192, 16, True))}
+    times = {768: (9.0, Launch(8, 256, 8, False)),  # 10% faster: written
+             1536: (9.8, Launch(4, 512, 8, False)),  # 2%: within the margin, its old row dropped
+             5120: (10.5, Launch(2, 1024, 8, False))}  # slower
+    rows = table_writer.exact_rows(current, padded, times, ForwardChunkedRow)
+    assert rows == {768: ForwardChunkedRow(256, 8, 8), 3072: ForwardChunkedRow(1024, 1, 8)}
+    with pytest.raises(ValueError, match="tile"):
+        table_writer.exact_rows({}, padded, {768: (1.0, Launch(8, 512, 8, False))}, ForwardChunkedRow)
+
+
 def test_register_rows_stop_where_the_chunked_path_wins():
     current = {w: BackwardRow(1, 4, 2) for w in (64, 128, 256, 512)}
     best = {128: (2.0, Launch(2, 128, 8, True, 3)), 256: (5.0, Launch(1, 256, 8, True, 1))}
@@ -136,13 +174,18 @@ def test_rewrite_replaces_the_lines_between_the_marks_only(tmp_path):
     path.write_text(original)
     forward = {2: {1: ForwardRow(7, 2)}, 4: {1: ForwardRow(9, 4, programs_per_sm=2)}}
     backward_chunked = {2: {8192: BackwardChunkedRow(512, 4, 8, 4, split=True)}}
-    text = table_writer.table_text("a test", forward, table.FORWARD_CHUNKED, table.BACKWARD, backward_chunked)
+    forward_exact = {2: {768: ForwardChunkedRow(256, 8, 8)}, 4: {}}
+    text = table_writer.table_text("a test", forward, table.FORWARD_CHUNKED, table.BACKWARD, backward_chunked,
+                                   forward_exact)
     table_writer.rewrite_table(text, str(path))
     rewritten = _load(path, "rewritten_table")
     assert rewritten.SOURCE == "a test"
     assert rewritten.FORWARD == {2: {1: rewritten.ForwardRow(7, 2)}, 4: {1: rewritten.ForwardRow(9, 4, 2)}}
     assert rewritten.BACKWARD_CHUNKED == {2: {8192: rewritten.BackwardChunkedRow(512, 4, 8, 4, True)}}
     assert rewritten.forward_launch(1, 4) == rewritten.Launch(9, 1, 4, True, 2)
+    assert rewritten.FORWARD_EXACT == {2: {768: rewritten.ForwardChunkedRow(256, 8, 8)}, 4: {}}
+    assert rewritten.BACKWARD_EXACT == {2: {}, 4: {}}
+    assert rewritten.forward_launch(768, 2) == rewritten.Launch(8, 256, 8, False)
     before, after = path.read_text().split(table_writer.BEGIN), original.split(table_writer.BEGIN)
     assert before[0] == after[0] and before[1].split(table_writer.END)[1] == after[1].split(table_writer.END)[1]
 

@@ -24,6 +24,12 @@ by name.
   ``BACKWARD_CHUNKED`` (:class:`BackwardChunkedRow`) likewise, with ``split``:
   the row sums in a kernel of their own, then programs over (column tile of
   ``chunk`` columns, row band), see ``norm_bwd_tiles_kernel``.
+- ``FORWARD_EXACT`` / ``BACKWARD_EXACT``: rows for one exact width N that is
+  not a power of two (768, 1536, 3072, ...), walked in chunks that tile it
+  with no padding (768 as 3 x 256); a register row of 768 columns occupies
+  1024 lanes, a quarter of them masked off. The sweep writes such a row only
+  where it measured it faster than the padded row; a width without one takes
+  the lookup above.
 """
 
 from __future__ import annotations
@@ -213,6 +219,14 @@ BACKWARD_CHUNKED = {
         65536: BackwardChunkedRow(chunk=2048, rows_per_program=1, num_warps=16, programs_per_sm=0.5),
     },
 }
+FORWARD_EXACT = {
+    2: {},
+    4: {},
+}
+BACKWARD_EXACT = {
+    2: {},
+    4: {},
+}
 # END TABLE
 
 # The dweight/dbias reduction: partial rows summed REDUCE_BLOCK_P at a time, a column block
@@ -260,9 +274,18 @@ def _element_key(element_bytes: int) -> int:
     return 2 if element_bytes <= 2 else 4
 
 
-def _lookup(register: dict, chunked: dict, n: int, element_bytes: int) -> Launch:
+def exact_chunk(n: int) -> int:
+    """The widest power-of-two chunk (up to 4096 columns) that tiles a row of n columns exactly."""
+    return min(4096, n & -n)
+
+
+def _lookup(register: dict, chunked: dict, exact: Optional[dict], n: int, element_bytes: int) -> Launch:
     if "launch" in _forced:
         return _forced["launch"]
+    if exact and not _forced:
+        row = exact[_element_key(element_bytes)].get(n)
+        if row is not None:
+            return row.launch(row.chunk)
     rows = register[_element_key(element_bytes)]
     block_n = next_power_of_2(n)
     max_single = min(max(rows), _forced.get("max_single_block_n", max(rows)))
@@ -280,19 +303,27 @@ def _lookup(register: dict, chunked: dict, n: int, element_bytes: int) -> Launch
 @functools.lru_cache(maxsize=4096)
 def _cached(backward: bool, n: int, element_bytes: int) -> Launch:
     if backward:
-        return _lookup(BACKWARD, BACKWARD_CHUNKED, n, element_bytes)
-    return _lookup(FORWARD, FORWARD_CHUNKED, n, element_bytes)
+        return _lookup(BACKWARD, BACKWARD_CHUNKED, BACKWARD_EXACT, n, element_bytes)
+    return _lookup(FORWARD, FORWARD_CHUNKED, FORWARD_EXACT, n, element_bytes)
 
 
 def forward_launch(n: int, element_bytes: int) -> Launch:
     """Launch shape of the forward for rows of width ``n``."""
     if _forced:
-        return _lookup(FORWARD, FORWARD_CHUNKED, n, element_bytes)
+        return _lookup(FORWARD, FORWARD_CHUNKED, FORWARD_EXACT, n, element_bytes)
     return _cached(False, n, element_bytes)
 
 
 def backward_launch(n: int, element_bytes: int) -> Launch:
     """Launch shape of the backward for rows of width ``n``."""
     if _forced:
-        return _lookup(BACKWARD, BACKWARD_CHUNKED, n, element_bytes)
+        return _lookup(BACKWARD, BACKWARD_CHUNKED, BACKWARD_EXACT, n, element_bytes)
     return _cached(True, n, element_bytes)
+
+
+def padded_launch(n: int, element_bytes: int, backward: bool = False) -> Launch:
+    """The launch the power-of-two rows give a width, leaving out its exact row (what an exact
+    row must beat)."""
+    if backward:
+        return _lookup(BACKWARD, BACKWARD_CHUNKED, None, n, element_bytes)
+    return _lookup(FORWARD, FORWARD_CHUNKED, None, n, element_bytes)

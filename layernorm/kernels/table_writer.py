@@ -2,7 +2,7 @@
 :mod:`layernorm.kernels.table`.
 
 ``scripts/sweep_launch.py`` measures; this module turns its winners into rows
-(:func:`register_rows`, :func:`chunked_rows`), formats the four tables as
+(:func:`register_rows`, :func:`chunked_rows`, :func:`exact_rows`), formats the tables as
 Python literals, one row per line (:func:`table_text`), and replaces the
 lines between the ``# BEGIN TABLE`` / ``# END TABLE`` marks of ``table.py``
 with them (:func:`rewrite_table`). Importing it imports neither Triton nor
@@ -43,6 +43,21 @@ def chunked_rows(current: Mapping[int, object], times: Timings, row_type: Type) 
     return dict(sorted(rows.items()))
 
 
+def exact_rows(current: Mapping[int, object], padded: Timings, times: Timings, row_type: Type,
+               margin: float = 0.03) -> Dict[int, object]:
+    """The current exact-width rows, with each measured width's row kept only where its chunks beat
+    the padded launch (``padded``) by more than ``margin``: within the timing noise, the table's
+    ordinary row stays."""
+    rows = dict(current)
+    for n, (ms, launch) in times.items():
+        if launch.single_chunk or n % launch.block_n:
+            raise ValueError(f"an exact row of width {n} needs chunks that tile it, got {launch}")
+        rows.pop(n, None)
+        if n in padded and ms < padded[n][0] * (1 - margin):
+            rows[n] = row_type.of(launch)
+    return dict(sorted(rows.items()))
+
+
 def row_literal(row) -> str:
     """``BackwardRow(rows_per_program=4, num_warps=8, programs_per_sm=3)``: the fields that differ
     from their defaults, by name."""
@@ -54,6 +69,9 @@ def row_literal(row) -> str:
 def _table_literal(name: str, rows_by_size: Mapping[int, Mapping[int, object]]) -> str:
     lines = [f"{name} = {{"]
     for element_bytes in sorted(rows_by_size):
+        if not rows_by_size[element_bytes]:
+            lines.append(f"    {element_bytes}: {{}},")
+            continue
         lines.append(f"    {element_bytes}: {{")
         for width, row in sorted(rows_by_size[element_bytes].items()):
             lines.append(f"        {width}: {row_literal(row)},")
@@ -62,14 +80,18 @@ def _table_literal(name: str, rows_by_size: Mapping[int, Mapping[int, object]]) 
     return "\n".join(lines) + "\n"
 
 
-def table_text(source: str, forward, forward_chunked, backward, backward_chunked) -> str:
-    """The lines between the marks: ``SOURCE`` and the four tables, each
-    ``{element_bytes: {row width: row}}``."""
+def table_text(source: str, forward, forward_chunked, backward, backward_chunked, forward_exact=None,
+               backward_exact=None) -> str:
+    """The lines between the marks: ``SOURCE`` and the six tables, each
+    ``{element_bytes: {row width: row}}`` (no exact rows where none are given)."""
+    no_rows = {2: {}, 4: {}}
     return (f"SOURCE = {source!r}\n"
             + _table_literal("FORWARD", forward)
             + _table_literal("FORWARD_CHUNKED", forward_chunked)
             + _table_literal("BACKWARD", backward)
-            + _table_literal("BACKWARD_CHUNKED", backward_chunked))
+            + _table_literal("BACKWARD_CHUNKED", backward_chunked)
+            + _table_literal("FORWARD_EXACT", forward_exact or no_rows)
+            + _table_literal("BACKWARD_EXACT", backward_exact or no_rows))
 
 
 def rewrite_table(text: str, path: str = table.__file__) -> None:
