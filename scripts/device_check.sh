@@ -95,6 +95,12 @@ with table.forced(launch=table.Launch(8, 1024, 8, False, 4, split=True)):
     ops.triton_layer_norm(x, (n,), w, b, 1e-5).backward(dy)
     y, s = ops.triton_add_rms_norm(x, r, (n,), w, 1e-5)
     torch.autograd.backward((y, s), (dy, dy))
+# an exact-width row: 768 columns as 3 chunks of 256, several rows per program, a partial last block
+x768, r768, dy768 = x[:, :768].contiguous(), r[:, :768].contiguous(), dy[:, :768].contiguous()
+with table.forced(launch=table.Launch(8, 256, 8, False, 2)):
+    ops.triton_layer_norm(x768, (768,), w[:768], b[:768], 1e-5).backward(dy768)
+    y, s = ops.triton_add_rms_norm(x768, r768, (768,), w[:768], 1e-5)
+    torch.autograd.backward((y, s), (dy768, dy768))
 torch.cuda.synchronize()
 print("memcheck paths ran")
 EOF
