@@ -14,7 +14,7 @@ dy read most recently, likeliest still in L2, come back first.
 import triton
 import triton.language as tl
 
-from .shared import chunk_row_sums, load_chunk, load_gain, row_offsets, row_stats, store_dx
+from .shared import chunk_row_sums, in_row, load_gain, load_tiles, row_offsets, row_stats, store_dx
 
 
 @triton.jit
@@ -37,14 +37,15 @@ def backward_chunked(
         # Pass 1: the two row sums that dx needs.
         sum_gx = tl.zeros([BLOCK_M], dtype=tl.float32)
         sum_g = tl.zeros([BLOCK_M], dtype=tl.float32)
-        x_next, dy_next = load_chunk(X, DY, rows, row_mask, cols, stride_x, stride_dy, N)
+        x_next, dy_next = load_tiles(X, DY, rows, row_mask, cols, in_row(cols, N), stride_x, stride_dy, True)
         for start in range(0, N, BLOCK_N):
             c = start + cols
             col_mask = c < N
             mask = row_mask[:, None] & col_mask[None, :]
             x = x_next.to(tl.float32)
             dy = dy_next.to(tl.float32)
-            x_next, dy_next = load_chunk(X, DY, rows, row_mask, c + BLOCK_N, stride_x, stride_dy, N)
+            x_next, dy_next = load_tiles(X, DY, rows, row_mask, c + BLOCK_N, in_row(c + BLOCK_N, N), stride_x,
+                                         stride_dy, True)
             chunk_gx, chunk_g = chunk_row_sums(x, dy, mean, rstd, mask, W, c, col_mask, HAS_WEIGHT, WEIGHT_OFFSET)
             sum_gx += chunk_gx
             sum_g += chunk_g
@@ -52,15 +53,16 @@ def backward_chunked(
         c2 = sum_g / N
         # Pass 2: dx, and this program's partial rows of dweight / dbias, last chunk first.
         num_chunks = (N + BLOCK_N - 1) // BLOCK_N
-        x_next, dy_next = load_chunk(X, DY, rows, row_mask, (num_chunks - 1) * BLOCK_N + cols, stride_x, stride_dy,
-                                     N)
+        last = (num_chunks - 1) * BLOCK_N + cols
+        x_next, dy_next = load_tiles(X, DY, rows, row_mask, last, in_row(last, N), stride_x, stride_dy, True)
         for i in range(0, num_chunks):
             c = (num_chunks - 1 - i) * BLOCK_N + cols
             col_mask = c < N
             mask = row_mask[:, None] & col_mask[None, :]
             x = x_next.to(tl.float32)
             dy = dy_next.to(tl.float32)
-            x_next, dy_next = load_chunk(X, DY, rows, row_mask, c - BLOCK_N, stride_x, stride_dy, N)
+            x_next, dy_next = load_tiles(X, DY, rows, row_mask, c - BLOCK_N, in_row(c - BLOCK_N, N), stride_x,
+                                         stride_dy, True)
             x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
             if HAS_WEIGHT:
                 g = dy * load_gain(W, c, col_mask, WEIGHT_OFFSET)[None, :]

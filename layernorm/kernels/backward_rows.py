@@ -13,7 +13,7 @@ which they lack.
 import triton
 import triton.language as tl
 
-from .shared import load_gain, row_offsets, row_stats, store_dx
+from .shared import load_gain, load_tiles, row_offsets, row_stats, store_dx, x_hat_of
 
 
 @triton.jit
@@ -22,9 +22,7 @@ def _bwd_block_loads(X, DY, MEAN, RSTD, block, stride_x, stride_dy, M, N, cols, 
     """x, dy (input dtype), mean, rstd of one row block; all masked off past the last row."""
     rows = row_offsets(block, BLOCK_M)
     row_mask = rows < M
-    mask = row_mask[:, None] & (cols < N)[None, :]
-    x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0)
-    dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0)
+    x, dy = load_tiles(X, DY, rows, row_mask, cols, cols < N, stride_x, stride_dy, True)
     mean, rstd = row_stats(MEAN, RSTD, rows, row_mask, BLOCK_M, IS_RMS)
     return x, dy, mean, rstd
 
@@ -70,16 +68,8 @@ def backward_rows(
             rstd = rstd_next
             x_next, dy_next, mean_next, rstd_next = _bwd_block_loads(
                 X, DY, MEAN, RSTD, block + num_programs, stride_x, stride_dy, M, N, cols, BLOCK_M, IS_RMS)
-        # The same x_hat and g as the split backward's tiles (written in place in both: a helper
-        # holding them changes how ptxas schedules some launches, see shared.py).
-        if IS_RMS:
-            x_hat = x * rstd[:, None]
-        else:
-            x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
-        if HAS_WEIGHT:
-            g = dy * w[None, :]
-        else:
-            g = dy
+        x_hat = x_hat_of(x, mean, rstd, mask, IS_RMS)
+        g = dy * w[None, :] if HAS_WEIGHT else dy
         c1 = tl.sum(g * x_hat, axis=1) / N
         if IS_RMS:
             c2 = c1  # unused

@@ -14,7 +14,7 @@ after the row-sum kernel's: 5 passes over the data instead of 3.
 import triton
 import triton.language as tl
 
-from .shared import chunk_row_sums, load_chunk, load_gain, row_offsets, row_stats, store_dx
+from .shared import chunk_row_sums, in_row, load_gain, load_tiles, row_offsets, row_stats, store_dx, x_hat_of
 
 
 @triton.jit
@@ -36,7 +36,7 @@ def norm_bwd_row_sums_kernel(
     for start in range(0, N, BLOCK_N):
         c = start + cols
         col_mask = c < N
-        x, dy = load_chunk(X, DY, rows, row_mask, c, stride_x, stride_dy, N)
+        x, dy = load_tiles(X, DY, rows, row_mask, c, in_row(c, N), stride_x, stride_dy, True)
         mask = row_mask[:, None] & col_mask[None, :]
         chunk_gx, chunk_g = chunk_row_sums(x.to(tl.float32), dy.to(tl.float32), mean, rstd, mask, W, c, col_mask,
                                            HAS_WEIGHT, WEIGHT_OFFSET)
@@ -69,19 +69,13 @@ def norm_bwd_tiles_kernel(
         rows = (first + tl.arange(0, BLOCK_M)).to(tl.int64)
         row_mask = rows < band_end
         mask = row_mask[:, None] & col_mask[None, :]
-        x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(DY + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        x, dy = load_tiles(X, DY, rows, row_mask, cols, col_mask, stride_x, stride_dy, True)
+        x = x.to(tl.float32)
+        dy = dy.to(tl.float32)
         mean, rstd = row_stats(MEAN, RSTD, rows, row_mask, BLOCK_M, IS_RMS)
         c1 = tl.load(C1 + rows, mask=row_mask, other=0.0)
-        # x_hat and g as in backward_rows, written in place in both (see shared.py)
-        if IS_RMS:
-            x_hat = x * rstd[:, None]
-        else:
-            x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
-        if HAS_WEIGHT:
-            g = dy * w[None, :]
-        else:
-            g = dy
+        x_hat = x_hat_of(x, mean, rstd, mask, IS_RMS)
+        g = dy * w[None, :] if HAS_WEIGHT else dy
         if IS_RMS:
             c2 = c1  # unused
         else:

@@ -12,20 +12,7 @@ still in L2. Both passes load the next chunk before working on this one
 import triton
 import triton.language as tl
 
-from .shared import apply_gain, row_offsets, rstd_of
-
-
-@triton.jit
-def _fwd_chunk_loads(X, R, rows, row_mask, c, stride_x, stride_r, N, HAS_RESIDUAL: tl.constexpr):
-    """x and r (input dtypes; r is x again without a residual) of one chunk of columns c; columns
-    outside [0, N) masked off (a chunk loaded ahead may lie past either end of the row)."""
-    mask = row_mask[:, None] & ((c >= 0) & (c < N))[None, :]
-    x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0)
-    if HAS_RESIDUAL:
-        r = tl.load(R + rows[:, None] * stride_r + c[None, :], mask=mask, other=0.0)
-    else:
-        r = x
-    return x, r
+from .shared import apply_gain, in_row, load_tiles, row_offsets, rstd_of
 
 
 @triton.jit
@@ -43,14 +30,15 @@ def forward_chunked(
     # Pass 1: statistics, merging chunk (count, mean, M2) into the running ones.
     mean = tl.zeros([BLOCK_M], dtype=tl.float32)
     m2 = tl.zeros([BLOCK_M], dtype=tl.float32)
-    x_next, r_next = _fwd_chunk_loads(X, R, rows, row_mask, cols, stride_x, stride_r, N, HAS_RESIDUAL)
+    x_next, r_next = load_tiles(X, R, rows, row_mask, cols, in_row(cols, N), stride_x, stride_r, HAS_RESIDUAL)
     for start in range(0, N, BLOCK_N):
         c = start + cols
         mask = row_mask[:, None] & (c < N)[None, :]
         x = x_next.to(tl.float32)
         if HAS_RESIDUAL:
             x += r_next.to(tl.float32)
-        x_next, r_next = _fwd_chunk_loads(X, R, rows, row_mask, c + BLOCK_N, stride_x, stride_r, N, HAS_RESIDUAL)
+        x_next, r_next = load_tiles(X, R, rows, row_mask, c + BLOCK_N, in_row(c + BLOCK_N, N), stride_x, stride_r,
+                                    HAS_RESIDUAL)
         if STORE_RESIDUAL:
             x_stored = x.to(R_OUT.dtype.element_ty)
             tl.store(R_OUT + rows[:, None] * stride_r_out + c[None, :], x_stored, mask=mask)
@@ -76,9 +64,10 @@ def forward_chunked(
     num_chunks = (N + BLOCK_N - 1) // BLOCK_N
     last = (num_chunks - 1) * BLOCK_N + cols
     if STORE_RESIDUAL:
-        x_next, r_next = _fwd_chunk_loads(R_OUT, R_OUT, rows, row_mask, last, stride_r_out, stride_r_out, N, False)
+        x_next, r_next = load_tiles(R_OUT, R_OUT, rows, row_mask, last, in_row(last, N), stride_r_out, stride_r_out,
+                                    False)
     else:
-        x_next, r_next = _fwd_chunk_loads(X, R, rows, row_mask, last, stride_x, stride_r, N, HAS_RESIDUAL)
+        x_next, r_next = load_tiles(X, R, rows, row_mask, last, in_row(last, N), stride_x, stride_r, HAS_RESIDUAL)
     for i in range(0, num_chunks):
         c = (num_chunks - 1 - i) * BLOCK_N + cols
         col_mask = c < N
@@ -87,11 +76,11 @@ def forward_chunked(
         if HAS_RESIDUAL and not STORE_RESIDUAL:
             x += r_next.to(tl.float32)
         if STORE_RESIDUAL:
-            x_next, r_next = _fwd_chunk_loads(R_OUT, R_OUT, rows, row_mask, c - BLOCK_N, stride_r_out,
-                                              stride_r_out, N, False)
+            x_next, r_next = load_tiles(R_OUT, R_OUT, rows, row_mask, c - BLOCK_N, in_row(c - BLOCK_N, N),
+                                        stride_r_out, stride_r_out, False)
         else:
-            x_next, r_next = _fwd_chunk_loads(X, R, rows, row_mask, c - BLOCK_N, stride_x, stride_r, N,
-                                              HAS_RESIDUAL)
+            x_next, r_next = load_tiles(X, R, rows, row_mask, c - BLOCK_N, in_row(c - BLOCK_N, N), stride_x,
+                                        stride_r, HAS_RESIDUAL)
         if IS_RMS:
             y = x * rstd[:, None]
         else:

@@ -14,7 +14,7 @@ the next block (in its input dtype) before normalising this one.
 import triton
 import triton.language as tl
 
-from .shared import apply_gain, row_offsets, rstd_of
+from .shared import apply_gain, load_tiles, row_offsets, rstd_of
 
 
 @triton.jit
@@ -47,20 +47,6 @@ def _fwd_rows(x, rows, row_mask, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, str
 
 
 @triton.jit
-def _fwd_block_loads(X, R, block, stride_x, stride_r, M, N, cols, BLOCK_M: tl.constexpr,
-                     HAS_RESIDUAL: tl.constexpr):
-    """x and r (input dtypes; r is x again without a residual) of one row block, masked past the end."""
-    rows = row_offsets(block, BLOCK_M)
-    mask = (rows < M)[:, None] & (cols < N)[None, :]
-    x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0)
-    if HAS_RESIDUAL:
-        r = tl.load(R + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0)
-    else:
-        r = x
-    return x, r
-
-
-@triton.jit
 def forward_rows(
     X, R, Y, R_OUT, W, B, MEAN, RSTD, stride_x, stride_r, stride_y, stride_r_out, M, N, eps,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr,
@@ -71,7 +57,7 @@ def forward_rows(
     rows = row_offsets(tl.program_id(0), BLOCK_M)
     row_mask = rows < M
     cols = tl.arange(0, BLOCK_N)
-    x, r = _fwd_block_loads(X, R, tl.program_id(0), stride_x, stride_r, M, N, cols, BLOCK_M, HAS_RESIDUAL)
+    x, r = load_tiles(X, R, rows, row_mask, cols, cols < N, stride_x, stride_r, HAS_RESIDUAL)
     x = x.to(tl.float32)
     if HAS_RESIDUAL:
         x += r.to(tl.float32)
@@ -90,13 +76,15 @@ def forward_rows_persistent(
     cols = tl.arange(0, BLOCK_N)
     pid = tl.program_id(0)
     num_blocks = (M + BLOCK_M - 1) // BLOCK_M
-    x_next, r_next = _fwd_block_loads(X, R, pid, stride_x, stride_r, M, N, cols, BLOCK_M, HAS_RESIDUAL)
+    rows_next = row_offsets(pid, BLOCK_M)
+    x_next, r_next = load_tiles(X, R, rows_next, rows_next < M, cols, cols < N, stride_x, stride_r, HAS_RESIDUAL)
     for block in range(pid, num_blocks, num_programs):
         rows = row_offsets(block, BLOCK_M)
         x = x_next.to(tl.float32)
         if HAS_RESIDUAL:
             x += r_next.to(tl.float32)
-        x_next, r_next = _fwd_block_loads(X, R, block + num_programs, stride_x, stride_r, M, N, cols, BLOCK_M,
-                                          HAS_RESIDUAL)
+        rows_next = row_offsets(block + num_programs, BLOCK_M)
+        x_next, r_next = load_tiles(X, R, rows_next, rows_next < M, cols, cols < N, stride_x, stride_r,
+                                    HAS_RESIDUAL)
         _fwd_rows(x, rows, rows < M, cols, Y, R_OUT, W, B, MEAN, RSTD, stride_y, stride_r_out, N, eps,
                   IS_RMS, HAS_WEIGHT, HAS_BIAS, STORE_RESIDUAL, WEIGHT_OFFSET, ROUND_BEFORE_WEIGHT)

@@ -1,14 +1,16 @@
 """The ``@triton.jit`` helpers that more than one of the kernels' paths calls.
 
-Triton inlines them where called, and keeps each call's inlined scope in the
-line information it compiles with (``$L__tmp`` labels in the PTX). ptxas
-schedules and allocates registers around those labels, so how the helpers
-nest is part of what a kernel compiles to: a helper that wraps one more load,
-or a block of arithmetic moved into a helper, changes the SASS of some
-launches (see ``scripts/kernel_fingerprint.py``, which compares the code
-compiled for sm_90 before and after a change). That is why the loaders
-below are still one per shape of load, as they were written before the
-kernels were split by path.
+Every path reads its inputs through one loader, :func:`load_tiles`; what
+differs between paths (a row block or a chunk of columns, loaded now or one
+step ahead) is only which rows and columns they pass it. The backward's
+register and split paths compute x_hat through :func:`x_hat_of`.
+
+Triton inlines these helpers where called, and keeps each call's inlined
+scope in the line information it compiles with (``$L__tmp`` labels in the
+PTX), which ptxas schedules around: how the helpers nest is part of what a
+kernel compiles to, down to the registers it allocates.
+``scripts/kernel_fingerprint.py`` compares the code compiled for sm_90
+(registers, spills, SASS) of every launch before and after such a change.
 """
 
 import triton
@@ -60,13 +62,34 @@ def row_stats(MEAN, RSTD, rows, row_mask, BLOCK_M: tl.constexpr, IS_RMS: tl.cons
 
 
 @triton.jit
-def load_chunk(X, DY, rows, row_mask, c, stride_x, stride_dy, N):
-    """x, dy (input dtype) of one chunk of columns c of the rows; columns outside [0, N) masked off
-    (a chunk loaded ahead, by double buffering, may lie past either end of the row)."""
-    mask = row_mask[:, None] & ((c >= 0) & (c < N))[None, :]
-    x = tl.load(X + rows[:, None] * stride_x + c[None, :], mask=mask, other=0.0)
-    dy = tl.load(DY + rows[:, None] * stride_dy + c[None, :], mask=mask, other=0.0)
-    return x, dy
+def load_tiles(A, B, rows, row_mask, c, col_mask, stride_a, stride_b, HAS_B: tl.constexpr):
+    """The tiles of A and B (each in its own dtype) at rows x columns c, zero where row_mask x
+    col_mask is off; without ``HAS_B`` B's tile is A's again, loaded once (a forward without a
+    residual, which adds nothing)."""
+    mask = row_mask[:, None] & col_mask[None, :]
+    a = tl.load(A + rows[:, None] * stride_a + c[None, :], mask=mask, other=0.0)
+    if HAS_B:
+        b = tl.load(B + rows[:, None] * stride_b + c[None, :], mask=mask, other=0.0)
+    else:
+        b = a
+    return a, b
+
+
+@triton.jit
+def in_row(c, N):
+    """Which columns c lie in the row: a chunk loaded ahead may lie past either end of it."""
+    return (c >= 0) & (c < N)
+
+
+@triton.jit
+def x_hat_of(x, mean, rstd, mask, IS_RMS: tl.constexpr):
+    """x_hat = (x - mean) * rstd, zero outside the mask; RMSNorm's x * rstd needs no mask (x was
+    loaded as zero there)."""
+    if IS_RMS:
+        x_hat = x * rstd[:, None]
+    else:
+        x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+    return x_hat
 
 
 @triton.jit
