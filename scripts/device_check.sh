@@ -95,6 +95,9 @@ with table.forced(launch=table.Launch(8, 1024, 8, False, 4, split=True)):
     ops.triton_layer_norm(x, (n,), w, b, 1e-5).backward(dy)
     y, s = ops.triton_add_rms_norm(x, r, (n,), w, 1e-5)
     torch.autograd.backward((y, s), (dy, dy))
+# the chunked forward on a persistent grid (a sweep candidate for the widest rows)
+with table.forced(launch=table.Launch(1, 4096, 8, False, 1)):
+    ops.triton_layer_norm(x, (n,), w, b, 1e-5).backward(dy)
 # an exact-width row: 768 columns as 3 chunks of 256, several rows per program, a partial last block
 x768, r768, dy768 = x[:, :768].contiguous(), r[:, :768].contiguous(), dy[:, :768].contiguous()
 with table.forced(launch=table.Launch(8, 256, 8, False, 2)):

@@ -31,7 +31,7 @@ still compare. Which configurations, and why not all of them:
 - every flag combination (IS_RMS, HAS_WEIGHT, HAS_BIAS, HAS_RESIDUAL,
   STORE_RESIDUAL with r' in x's dtype or float32, WEIGHT_OFFSET 0/1,
   ROUND_BEFORE_WEIGHT; NEED_DW, NEED_DB, HAS_DRES in either dtype) on one
-  launch shape per path (forward: register, persistent, chunked; backward:
+  launch shape per path (forward: register, persistent, chunked, chunked persistent; backward:
   register, lean, chunked, split), per dtype;
 - float32 weights on half inputs, and unaligned, odd-strided rows, with the
   core variants on each path.
@@ -188,7 +188,9 @@ def table_rows(table) -> List[tuple]:
 
 def _path_of(pass_: str, launch) -> str:
     if not launch.single_chunk:
-        return "split" if pass_ == "backward" and launch.split else "chunked"
+        if pass_ == "forward":
+            return "chunked persistent" if launch.programs_per_sm > 0 else "chunked"
+        return "split" if launch.split else "chunked"
     if pass_ == "backward":
         return "lean" if launch.lean else "register"
     return "persistent" if launch.programs_per_sm > 0 else "register"
@@ -203,6 +205,7 @@ def path_shapes(table) -> List[tuple]:
         ("forward", "register"): (1024, Launch(4, 1024, 8, True)),
         ("forward", "persistent"): (16384, Launch(1, 16384, 32, True, 1)),
         ("forward", "chunked"): (65536, Launch(1, 8192, 16, False)),
+        ("forward", "chunked persistent"): (65536, Launch(1, 8192, 16, False, 1)),
         ("backward", "register"): (1024, Launch(2, 1024, 8, True, 2)),
         ("backward", "lean"): (8192, Launch(1, 8192, 16, True, 1, lean=True)),
         ("backward", "chunked"): (65536, Launch(2, 2048, 8, False, 2)),

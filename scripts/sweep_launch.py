@@ -108,6 +108,8 @@ def forward_candidates(block_n, single, quick):
             for warps in (4, 8, 16, 32):  # 32: one program per SM, fewer rows to keep in L2 for the re-read
                 if 4 <= chunk / (warps * 32) <= 16:
                     out.append(Launch(1, chunk, warps, False))
+                    # persistent: at most 1 or 2 rows per SM in flight, so the second pass reads L2
+                    out += [Launch(1, chunk, warps, False, p) for p in (1, 2) if warps * p <= 32]
     return out[:: 2] if quick and len(out) > 6 else out
 
 
@@ -283,7 +285,7 @@ def register_report():
                               "IS_RMS": variant == "rms", "HAS_WEIGHT": True, "HAS_BIAS": variant != "rms"}
                     if pass_ == "forward":
                         consts.update(HAS_RESIDUAL=variant.startswith("add"), STORE_RESIDUAL=variant.startswith("add"),
-                                      PERSISTENT=cand.single_chunk and cand.programs_per_sm > 0)
+                                      PERSISTENT=cand.programs_per_sm > 0)
                     else:
                         consts.update(HAS_DRES=variant.startswith("add"), NEED_DW=True, NEED_DB=consts.pop("HAS_BIAS"),
                                       LEAN=cand.lean and cand.single_chunk)

@@ -181,6 +181,7 @@ PATHS = {  # table overrides reaching each launch path on small rows
     "register": dict(),
     "persistent": dict(launch=table.Launch(2, 64, 4, True, 1), programs=2),
     "chunked": dict(max_single_block_n=16, chunk=16, programs=2),
+    "chunked persistent": dict(launch=table.Launch(2, 16, 4, False, 1), programs=2),
 }
 BACKWARD_PATHS = {
     "register": dict(),

@@ -101,6 +101,17 @@ def test_persistent_forward(kind):
         check(kind, x, (50,), w, b, residual=residual)
 
 
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer"])
+def test_persistent_chunked_forward(kind):
+    """The chunked forward on a persistent grid: 2 programs walking 12 row blocks of 2 rows, each
+    row in 4 chunks of 16 (the last one partial), the last block partial."""
+    x = activations(23, 50, dtype=torch.bfloat16, seed=14)
+    w, b = params(50, torch.float32)
+    residual = activations(23, 50, dtype=torch.bfloat16, seed=15, offset=0.0) if kind.startswith("add") else None
+    with table.forced(launch=table.Launch(2, 16, 4, False, 1), programs=2):
+        check(kind, x, (50,), w, b, residual=residual)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("kind", ["layer", "rms", "add_layer"])
 @pytest.mark.parametrize("with_weight", [True, False])

@@ -79,7 +79,7 @@ def test_sweep_rows_read_back_as_the_launches_swept(monkeypatch, fresh_lookups):
     bwd_register = {64: (1.0, Launch(2, 64, 4, True, 2)), 128: (1.0, Launch(1, 128, 8, True, 1, lean=True))}
     bwd_chunked = {8192: (1.0, Launch(4, 512, 8, False, 4, split=True)), 65536: (1.0, Launch(2, 2048, 8, False, 2))}
     fwd_register = {64: (1.0, Launch(4, 64, 4, True)), 128: (1.0, Launch(1, 128, 8, True, 1))}
-    fwd_chunked = {8192: (1.0, Launch(1, 4096, 8, False))}
+    fwd_chunked = {8192: (1.0, Launch(1, 4096, 8, False)), 65536: (1.0, Launch(1, 8192, 16, False, 1))}
     tables = {
         "BACKWARD": {2: table_writer.register_rows({}, bwd_register, {}, BackwardRow)},
         "BACKWARD_CHUNKED": {2: table_writer.chunked_rows({}, bwd_chunked, BackwardChunkedRow)},
@@ -95,6 +95,7 @@ def test_sweep_rows_read_back_as_the_launches_swept(monkeypatch, fresh_lookups):
     assert table.backward_launch(5000, 2) == bwd_chunked[8192][1]  # the nearest wider chunked row
     assert table.backward_launch(65536, 2) == bwd_chunked[65536][1]
     assert table.forward_launch(5000, 2) == fwd_chunked[8192][1]
+    assert table.forward_launch(65536, 2) == fwd_chunked[65536][1]  # persistent
 
 
 def test_exact_rows_tile_widths_that_are_not_powers_of_two():

@@ -7,6 +7,11 @@ The second normalises and writes, walking the chunks last first: the chunks
 read most recently (or, for the fused add, r' just written) are the likeliest
 still in L2. Both passes load the next chunk before working on this one
 (double buffering).
+
+A program normalises one row block, ``block``; the entry kernel passes its
+program id, or, on a persistent grid, walks the row blocks pid, pid + G, ...:
+at most G row blocks are then in flight, few enough (one or two per SM) for
+the second pass to find them still in L2 when rows are as wide as 65536.
 """
 
 import triton
@@ -17,13 +22,13 @@ from .shared import apply_gain, in_row, load_tiles, row_offsets, rstd_of
 
 @triton.jit
 def forward_chunked(
-    X, R, Y, R_OUT, W, B, MEAN, RSTD, stride_x, stride_r, stride_y, stride_r_out, M, N, eps,
+    X, R, Y, R_OUT, W, B, MEAN, RSTD, stride_x, stride_r, stride_y, stride_r_out, M, N, eps, block,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_RESIDUAL: tl.constexpr, WEIGHT_OFFSET: tl.constexpr,
     ROUND_BEFORE_WEIGHT: tl.constexpr,
 ):
-    """y = norm(x [+ r]) of this program's BLOCK_M rows, chunk by chunk."""
-    rows = row_offsets(tl.program_id(0), BLOCK_M)
+    """y = norm(x [+ r]) of the BLOCK_M rows of row block ``block``, chunk by chunk."""
+    rows = row_offsets(block, BLOCK_M)
     row_mask = rows < M
     cols = tl.arange(0, BLOCK_N)
 

@@ -67,7 +67,7 @@ def norm_forward(
         return y, r_out, mean, rstd
     launch = table.forward_launch(n, x.element_size())
     num_blocks = triton_cdiv(m, launch.block_m)
-    persistent = launch.single_chunk and launch.programs_per_sm > 0
+    persistent = launch.programs_per_sm > 0
     programs = num_blocks
     if persistent:
         programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x))

@@ -67,10 +67,15 @@ def norm_fwd_kernel(
             forward_rows(X, R, Y, R_OUT, W, B, MEAN, RSTD, stride_x, stride_r, stride_y, stride_r_out, M, N, eps,
                          BLOCK_M, BLOCK_N, IS_RMS, HAS_WEIGHT, HAS_BIAS, HAS_RESIDUAL, STORE_RESIDUAL, WEIGHT_OFFSET,
                          ROUND_BEFORE_WEIGHT)
+    elif PERSISTENT:
+        for block in range(tl.program_id(0), tl.cdiv(M, BLOCK_M), num_programs):
+            forward_chunked(X, R, Y, R_OUT, W, B, MEAN, RSTD, stride_x, stride_r, stride_y, stride_r_out, M, N, eps,
+                            block, BLOCK_M, BLOCK_N, IS_RMS, HAS_WEIGHT, HAS_BIAS, HAS_RESIDUAL, STORE_RESIDUAL,
+                            WEIGHT_OFFSET, ROUND_BEFORE_WEIGHT)
     else:
         forward_chunked(X, R, Y, R_OUT, W, B, MEAN, RSTD, stride_x, stride_r, stride_y, stride_r_out, M, N, eps,
-                        BLOCK_M, BLOCK_N, IS_RMS, HAS_WEIGHT, HAS_BIAS, HAS_RESIDUAL, STORE_RESIDUAL, WEIGHT_OFFSET,
-                        ROUND_BEFORE_WEIGHT)
+                        tl.program_id(0), BLOCK_M, BLOCK_N, IS_RMS, HAS_WEIGHT, HAS_BIAS, HAS_RESIDUAL, STORE_RESIDUAL,
+                        WEIGHT_OFFSET, ROUND_BEFORE_WEIGHT)
 
 
 @triton.jit

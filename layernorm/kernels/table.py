@@ -15,7 +15,9 @@ by name.
   walking row blocks with the next block's loads in flight). Wider rows than
   the largest key take the chunked path, ``FORWARD_CHUNKED``
   (:class:`ForwardChunkedRow`): the row of the smallest key at least as wide,
-  or of the widest key.
+  or of the widest key; with ``programs_per_sm`` its grid is persistent too,
+  which bounds the rows in flight so that the second pass over a row finds
+  it in L2.
 - ``BACKWARD`` (:class:`BackwardRow`): the persistent grid has
   ``programs_per_sm`` programs per multiprocessor (fewer when there are fewer
   row blocks; a fraction leaves SMs idle so that the chunked path's partial
@@ -76,18 +78,19 @@ class ForwardRow:
 
 @dataclass(frozen=True)
 class ForwardChunkedRow:
-    """Rows walked in chunks of ``chunk`` columns."""
+    """Rows walked in chunks of ``chunk`` columns; a persistent grid when ``programs_per_sm`` > 0."""
 
     chunk: int
     rows_per_program: int
     num_warps: int
+    programs_per_sm: float = 0
 
     def launch(self, chunk: int) -> Launch:
-        return Launch(self.rows_per_program, chunk, self.num_warps, False)
+        return Launch(self.rows_per_program, chunk, self.num_warps, False, self.programs_per_sm)
 
     @classmethod
     def of(cls, launch: Launch) -> "ForwardChunkedRow":
-        return cls(launch.block_n, launch.block_m, launch.num_warps)
+        return cls(launch.block_n, launch.block_m, launch.num_warps, launch.programs_per_sm)
 
 
 @dataclass(frozen=True)
