@@ -157,6 +157,15 @@ def exact_candidates(n, backward, quick):
     return out[:: 2] if quick and len(out) > 6 else out
 
 
+def within_budget(widths, deadline, what):
+    """The widths, in order, until the time budget is spent (the rest keep the table's rows)."""
+    for n in widths:
+        if time.time() > deadline:
+            print(f"  time budget spent: {what} >= {n} keep the current table's rows", flush=True)
+            return
+        yield n
+
+
 def use_rows(element_bytes, forward, forward_chunked, backward, backward_chunked):
     """Make this process's lookups answer from freshly swept rows of one element size."""
     key = table._element_key(element_bytes)
@@ -174,10 +183,7 @@ def sweep_exact(element_bytes, quick, log, deadline):
     beats the padded launch."""
     dtype = DTYPES[element_bytes]
     padded_fwd, padded_bwd, exact_fwd, exact_bwd = {}, {}, {}, {}
-    for n in EXACT_WIDTHS:
-        if time.time() > deadline:
-            print(f"  time budget spent: exact widths >= {n} keep the current table's rows", flush=True)
-            break
+    for n in within_budget(EXACT_WIDTHS, deadline, "exact widths"):
         m = rows_for(n, element_bytes)
         x, w, b, dy = inputs(m, n, dtype)
         padded = table.padded_launch(n, element_bytes), table.padded_launch(n, element_bytes, backward=True)
@@ -217,10 +223,7 @@ def sweep(element_bytes, quick, log, deadline):
     chunked_fwd_times, chunked_bwd_times = {}, {}
     # the standard shapes' widths first, so that a spent time budget cuts the narrow ones
     order = sorted(set(REGISTER_WIDTHS) | set(CHUNKED_WIDTHS), key=lambda n: (n < 1024, n))
-    for block_n in order:
-        if time.time() > deadline:
-            print(f"  time budget spent: N >= {block_n} keeps the current table's rows", flush=True)
-            break
+    for block_n in within_budget(order, deadline, "widths"):
         m = rows_for(block_n, element_bytes)
         x, w, b, dy = inputs(m, block_n, dtype)
         for single in ((True, False) if block_n in CHUNKED_WIDTHS else (True,)):
