@@ -5,7 +5,8 @@
 #   2. compute-sanitizer memcheck on one pass of each kernel path
 #   3. the launch-table sweep, when SWEEP=1 (it rewrites the table this run then uses)
 #   4. host time per call of small launches: layer by layer, both launch paths
-#      (scripts/host_overhead.py), and every op against its peers (layernorm bench --host-time-only)
+#      (scripts/host_overhead.py), and every op against its peers (layernorm bench --host-time-only;
+#      HOST_ARGS passed through, e.g. "--impl torch --impl layernorm" to skip torch.compile's compiles)
 #   5. layernorm bench (BENCH_OPS, default "layer_norm"; BENCH_ARGS passed through), then the
 #      project's bar judged from its results and the host-time results (scripts/bench_bar.py)
 #   6. experiments with --device cuda, when EXPERIMENTS names them (quick size; EXPERIMENT_SIZE)
@@ -128,7 +129,7 @@ run_host() {
   [ "${SKIP_HOST:-0}" != 1 ] || return 0
   step host $PY scripts/host_overhead.py --json "$OUT/host_overhead.json"
   mkdir -p "$OUT/host"
-  step host-bench $PY -m layernorm bench --host-time-only --op all --out "$OUT/host"
+  step host-bench $PY -m layernorm bench --host-time-only --op all --out "$OUT/host" ${HOST_ARGS:-}
 }
 
 # 5. bench
