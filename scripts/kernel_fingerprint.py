@@ -19,6 +19,11 @@ Compiled as launches compile, with Triton's line information: its inlined-call
 scopes put labels into the PTX that ptxas schedules around, so code moved
 into a helper can change the SASS (and registers) of some launches while the
 PTX instructions stay the same. Compare the SASS, not the PTX alone.
+``--no-line-info`` records without line information (both files alike), where
+code that only moved between helpers compiles to the same SASS: that tells a
+refactor that changed nothing but ptxas' scheduling around the labels from
+one that changed the code; the launches users run carry line information, so
+a refactor is judged with it.
 
 ``--compare`` exits 1 when any configuration differs. Configurations are named
 by the launch call that makes them (path, launch shape, dtypes, flags) and the
@@ -477,6 +482,7 @@ def fingerprint(jobs: int, only: Optional[str], limit: Optional[int]) -> Dict[st
     for name, indices in per_case.items():
         out[name] = [{"kernel": _SOURCES[i].describe(), **results[i]} for i in indices]
     return {"triton": triton.__version__, "target": "cuda sm_90", "rows": M, "sm_count": SM_COUNT,
+            "line_info": os.environ.get("TRITON_DISABLE_LINE_INFO", "0") in ("", "0"),
             "configurations": out}
 
 
@@ -495,6 +501,9 @@ _COMPARED = ("regs", "stack", "shared", "local", "ptx", "sass", "error")
 
 
 def compare(before: Dict[str, Any], after: Dict[str, Any]) -> int:
+    if before.get("line_info", True) != after.get("line_info", True):
+        print("one file was compiled with line information and the other without: record both alike")
+        return 2
     a, b = before["configurations"], after["configurations"]
     missing, added = sorted(set(a) - set(b)), sorted(set(b) - set(a))
     differ = []
@@ -527,6 +536,9 @@ def main() -> int:
     parser.add_argument("--limit", type=int, help="the first LIMIT configurations only (a quick look)")
     parser.add_argument("--list", action="store_true", help="print the configurations' names and stop")
     parser.add_argument("--quiet", action="store_true", help="no line per configuration")
+    parser.add_argument("--no-line-info", action="store_true",
+                        help="compile without line information (TRITON_DISABLE_LINE_INFO=1): code that only moved "
+                             "between helpers compares equal")
     parser.add_argument("--cache-dir", help="Triton's cache (default: a fresh temporary one, removed after)")
     args = parser.parse_args()
     if args.compare:
@@ -542,6 +554,8 @@ def main() -> int:
             if args.only is None or re.search(args.only, case.name()):
                 print(case.name())
         return 0
+    if args.no_line_info:
+        os.environ["TRITON_DISABLE_LINE_INFO"] = "1"  # read by Triton at each compile, in every worker
     cache = args.cache_dir or tempfile.mkdtemp(prefix="triton_fingerprint_")
     os.environ["TRITON_CACHE_DIR"] = cache
     warnings.filterwarnings("ignore", message=".*TRITON_DEFAULT_FP_FUSION.*")
