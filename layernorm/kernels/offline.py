@@ -15,6 +15,7 @@ input's dtype, integers as i32.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import subprocess
@@ -54,8 +55,11 @@ def compile_for_sm90(kernel: Any, constexprs: Dict[str, Any], dtype: str, weight
                      if p.is_constexpr and defaults[p.name].default is not defaults[p.name].empty}, **constexprs}
     signature = {p.name: "constexpr" if p.is_constexpr else argument_type(p.name, dtype, weight_dtype)
                  for p in kernel.params}
-    return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-                          target=GPUTarget(*TARGET), options={"num_warps": num_warps})
+    if "constexprs" in inspect.signature(ASTSource).parameters:
+        source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+    else:  # Triton 3.2 names them constants
+        source = ASTSource(fn=kernel, signature=signature, constants=constexprs)
+    return triton.compile(source, target=GPUTarget(*TARGET), options={"num_warps": num_warps})
 
 
 def _cuobjdump() -> str:
