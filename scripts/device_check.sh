@@ -168,9 +168,10 @@ run_models() {
   done
 }
 
-for name in ${STEPS:-tests memcheck sweep host bench experiments models}; do
+ALL_STEPS="tests memcheck sweep host bench experiments models"
+for name in ${STEPS:-$ALL_STEPS}; do
   if ! declare -F "run_$name" >/dev/null; then
-    echo "STEPS: no step '$name' (tests memcheck sweep host bench experiments models)" | tee -a "$LOG"
+    echo "STEPS: no step '$name' ($ALL_STEPS)" | tee -a "$LOG"
     status=1
     continue
   fi

@@ -303,30 +303,35 @@ def _lookup(register: dict, chunked: dict, exact: Optional[dict], n: int, elemen
     return launch
 
 
+def _tables(backward: bool) -> tuple:
+    """(register rows, chunked rows, exact rows) of one pass, read when looked up (a sweep or a
+    test may have replaced them)."""
+    if backward:
+        return BACKWARD, BACKWARD_CHUNKED, BACKWARD_EXACT
+    return FORWARD, FORWARD_CHUNKED, FORWARD_EXACT
+
+
 @functools.lru_cache(maxsize=4096)
 def _cached(backward: bool, n: int, element_bytes: int) -> Launch:
-    if backward:
-        return _lookup(BACKWARD, BACKWARD_CHUNKED, BACKWARD_EXACT, n, element_bytes)
-    return _lookup(FORWARD, FORWARD_CHUNKED, FORWARD_EXACT, n, element_bytes)
+    return _lookup(*_tables(backward), n, element_bytes)
 
 
 def forward_launch(n: int, element_bytes: int) -> Launch:
     """Launch shape of the forward for rows of width ``n``."""
     if _forced:
-        return _lookup(FORWARD, FORWARD_CHUNKED, FORWARD_EXACT, n, element_bytes)
-    return _cached(False, n, element_bytes)
+        return _lookup(*_tables(False), n, element_bytes)
+    return _cached(False, n, element_bytes)  # the hot path: one cached call
 
 
 def backward_launch(n: int, element_bytes: int) -> Launch:
     """Launch shape of the backward for rows of width ``n``."""
     if _forced:
-        return _lookup(BACKWARD, BACKWARD_CHUNKED, BACKWARD_EXACT, n, element_bytes)
+        return _lookup(*_tables(True), n, element_bytes)
     return _cached(True, n, element_bytes)
 
 
 def padded_launch(n: int, element_bytes: int, backward: bool = False) -> Launch:
     """The launch the power-of-two rows give a width, leaving out its exact row (what an exact
     row must beat)."""
-    if backward:
-        return _lookup(BACKWARD, BACKWARD_CHUNKED, None, n, element_bytes)
-    return _lookup(FORWARD, FORWARD_CHUNKED, None, n, element_bytes)
+    register, chunked, _ = _tables(backward)
+    return _lookup(register, chunked, None, n, element_bytes)
