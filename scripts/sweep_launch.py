@@ -174,6 +174,22 @@ def use_rows(element_bytes, forward, forward_chunked, backward, backward_chunked
     table._cached.cache_clear()
 
 
+def time_candidates(candidates, time_one, entry, log):
+    """(ms, launch) of every candidate that runs; each timing, or the error of a shape the compiler
+    refuses (registers, shared memory), goes into ``log`` beside ``entry``."""
+    timed = []
+    for cand in candidates:
+        row = {**entry, "launch": vars(cand)}
+        try:
+            ms = time_one(cand)
+        except Exception as exc:
+            log.append({**row, "error": str(exc)[:200]})
+            continue
+        timed.append((ms, cand))
+        log.append({**row, "ms": ms})
+    return timed
+
+
 def _fastest(timed):
     return min(timed, key=lambda t: t[0]) if timed else None
 
@@ -190,19 +206,11 @@ def sweep_exact(element_bytes, quick, log, deadline):
         ms, stats = time_forward(padded[0], x, w, b, quick)
         padded_fwd[n] = (ms, padded[0])
         padded_bwd[n] = (time_backward(padded[1], x, w, b, dy, stats, quick), padded[1])
-        fwd, bwd = [], []
-        for backward, timed in ((False, fwd), (True, bwd)):
-            for cand in exact_candidates(n, backward, quick):
-                entry = {"pass": "backward" if backward else "forward", "element_bytes": element_bytes, "n": n,
-                         "m": m, "exact": True, "launch": vars(cand)}
-                try:
-                    ms = (time_backward(cand, x, w, b, dy, stats, quick) if backward
-                          else time_forward(cand, x, w, b, quick)[0])
-                except Exception as exc:  # a shape the compiler refuses
-                    log.append({**entry, "error": str(exc)[:200]})
-                    continue
-                timed.append((ms, cand))
-                log.append({**entry, "ms": ms})
+        entry = {"element_bytes": element_bytes, "n": n, "m": m, "exact": True}
+        fwd = time_candidates(exact_candidates(n, False, quick), lambda c: time_forward(c, x, w, b, quick)[0],
+                              {"pass": "forward", **entry}, log)
+        bwd = time_candidates(exact_candidates(n, True, quick), lambda c: time_backward(c, x, w, b, dy, stats, quick),
+                              {"pass": "backward", **entry}, log)
         for name, timed, padded_times, exact in (("forward", fwd, padded_fwd, exact_fwd),
                                                  ("backward", bwd, padded_bwd, exact_bwd)):
             best = _fastest(timed)
@@ -210,7 +218,7 @@ def sweep_exact(element_bytes, quick, log, deadline):
                 exact[n] = best
                 print(f"  {dtype} N={n} {name}: padded {padded_times[n][0] * 1e3:.1f} us, "
                       f"exact chunks {best[0] * 1e3:.1f} us", flush=True)
-        del x, w, b, dy
+        x = w = b = dy = None  # freed before the next width's inputs
         torch.cuda.empty_cache()
     key = table._element_key(element_bytes)
     return (table_writer.exact_rows(table.FORWARD_EXACT[key], padded_fwd, exact_fwd, table.ForwardChunkedRow),
@@ -229,26 +237,22 @@ def sweep(element_bytes, quick, log, deadline):
         for single in ((True, False) if block_n in CHUNKED_WIDTHS else (True,)):
             if single and block_n > 16384:
                 continue
-            fwd, bwd = [], []
-            stats = None
-            for cand in forward_candidates(block_n, single, quick):
-                try:
-                    ms, stats = time_forward(cand, x, w, b, quick)
-                except Exception as exc:  # a shape the compiler refuses (registers, shared memory)
-                    log.append({"pass": "forward", "element_bytes": element_bytes, "n": block_n, "launch": vars(cand), "error": str(exc)[:200]})
-                    continue
-                fwd.append((ms, cand))
-                log.append({"pass": "forward", "element_bytes": element_bytes, "n": block_n, "m": m, "launch": vars(cand), "ms": ms})
-            if stats is None:
+            entry = {"element_bytes": element_bytes, "n": block_n, "m": m}
+            saved = []  # mean and rstd of the last forward that ran, for the backward
+
+            def forward_ms(cand):
+                ms, stats = time_forward(cand, x, w, b, quick)
+                saved[:] = [stats]
+                return ms
+
+            fwd = time_candidates(forward_candidates(block_n, single, quick), forward_ms,
+                                  {"pass": "forward", **entry}, log)
+            if not saved:
                 continue
-            for cand in backward_candidates(block_n, single, quick) if (block_n <= 16384 or not single) else []:
-                try:
-                    ms = time_backward(cand, x, w, b, dy, stats, quick)
-                except Exception as exc:
-                    log.append({"pass": "backward", "element_bytes": element_bytes, "n": block_n, "launch": vars(cand), "error": str(exc)[:200]})
-                    continue
-                bwd.append((ms, cand))
-                log.append({"pass": "backward", "element_bytes": element_bytes, "n": block_n, "m": m, "launch": vars(cand), "ms": ms})
+            stats = saved[0]
+            bwd = time_candidates(
+                backward_candidates(block_n, single, quick) if (block_n <= 16384 or not single) else [],
+                lambda c: time_backward(c, x, w, b, dy, stats, quick), {"pass": "backward", **entry}, log)
             if fwd:
                 ms, cand = min(fwd, key=lambda t: t[0])
                 (best_fwd if single else chunked_fwd_times)[block_n] = (ms, cand)
@@ -258,7 +262,7 @@ def sweep(element_bytes, quick, log, deadline):
             print(f"  {dtype} N={block_n} {'registers' if single else 'chunked'}: "
                   f"forward {min(fwd, key=lambda t: t[0])[0] * 1e3 if fwd else float('nan'):.1f} us, "
                   f"backward {min(bwd, key=lambda t: t[0])[0] * 1e3 if bwd else float('nan'):.1f} us", flush=True)
-        del x, w, b, dy
+        x = w = b = dy = None  # freed before the next width's inputs
         torch.cuda.empty_cache()
 
     key = table._element_key(element_bytes)
@@ -272,51 +276,48 @@ def sweep(element_bytes, quick, log, deadline):
 # Offline: registers and spills of the table's rows, compiled for sm_90 without a GPU.
 
 
-def register_report():
+def _report_row(pass_, n, cand, variant, dt):
+    """Compile one launch of the forward or backward kernel for sm_90, print its line of the
+    report (registers, stack, programs per SM) and return its stack frame."""
     from layernorm.kernels import offline
     from layernorm.kernels.norm import norm_bwd_kernel, norm_fwd_kernel
 
+    consts = {"BLOCK_M": cand.block_m, "BLOCK_N": cand.block_n, "SINGLE_CHUNK": cand.single_chunk,
+              "IS_RMS": variant == "rms", "HAS_WEIGHT": True}
+    if pass_ == "forward":
+        kernel = norm_fwd_kernel
+        consts.update(HAS_BIAS=variant != "rms", HAS_RESIDUAL=variant.startswith("add"),
+                      STORE_RESIDUAL=variant.startswith("add"), PERSISTENT=cand.programs_per_sm > 0)
+    else:
+        kernel = norm_bwd_kernel
+        consts.update(HAS_DRES=variant.startswith("add"), NEED_DW=True, NEED_DB=variant != "rms",
+                      LEAN=cand.lean and cand.single_chunk)
+    regs, stack = offline.compiled_resources(kernel, consts, dt, "fp32", cand.num_warps)
+    shape = (f"{cand.block_m}x{cand.block_n} w{cand.num_warps}{'' if cand.single_chunk else ' chunked'}"
+             f"{' lean' if cand.lean else ''}")
+    print(f"{pass_:<9} {dt:<9} {n:>6} {shape:<22} {variant:<16} {regs:>4} {stack:>5} "
+          f"{offline.programs_per_sm(regs, cand.num_warps):>8}", flush=True)
+    return stack
+
+
+def register_report():
     print(f"{'pass':<9} {'dtype':<9} {'N':>6} {'launch':<22} {'variant':<16} {'regs':>4} {'stack':>5} {'progs/SM':>8}")
     worst = 0
     for element_bytes, dt in ((2, "bf16"), (4, "fp32")):
         for n in [1, 64, 256, 768, 1024, 2048, 4096, 8192, 16384, 65536]:
-            for pass_, kernel, lookup in (("forward", norm_fwd_kernel, table.forward_launch),
-                                          ("backward", norm_bwd_kernel, table.backward_launch)):
+            for pass_, lookup in (("forward", table.forward_launch), ("backward", table.backward_launch)):
                 cand = lookup(n, element_bytes)
                 for variant in ("layer", "rms", "add_layer/dres"):
-                    consts = {"BLOCK_M": cand.block_m, "BLOCK_N": cand.block_n, "SINGLE_CHUNK": cand.single_chunk,
-                              "IS_RMS": variant == "rms", "HAS_WEIGHT": True, "HAS_BIAS": variant != "rms"}
-                    if pass_ == "forward":
-                        consts.update(HAS_RESIDUAL=variant.startswith("add"), STORE_RESIDUAL=variant.startswith("add"),
-                                      PERSISTENT=cand.programs_per_sm > 0)
-                    else:
-                        consts.update(HAS_DRES=variant.startswith("add"), NEED_DW=True, NEED_DB=consts.pop("HAS_BIAS"),
-                                      LEAN=cand.lean and cand.single_chunk)
-                    regs, stack = offline.compiled_resources(kernel, consts, dt, "fp32", cand.num_warps)
-                    worst = max(worst, stack)
-                    shape = (f"{cand.block_m}x{cand.block_n} w{cand.num_warps}{'' if cand.single_chunk else ' chunked'}"
-                             f"{' lean' if cand.lean else ''}")
-                    print(f"{pass_:<9} {dt:<9} {n:>6} {shape:<22} {variant:<16} {regs:>4} {stack:>5} "
-                          f"{offline.programs_per_sm(regs, cand.num_warps):>8}", flush=True)
+                    worst = max(worst, _report_row(pass_, n, cand, variant, dt))
     print(f"largest stack frame (spills): {worst} bytes")
     print("\nexact-width candidates (bf16, LayerNorm with weight and bias):")
     worst_exact = 0
     for n in EXACT_WIDTHS:
-        for pass_, kernel in (("forward", norm_fwd_kernel), ("backward", norm_bwd_kernel)):
+        for pass_ in ("forward", "backward"):
             for cand in exact_candidates(n, pass_ == "backward", quick=False):
                 if pass_ == "backward" and cand.programs_per_sm != 1:
                     continue  # the grid's size does not change the code
-                consts = {"BLOCK_M": cand.block_m, "BLOCK_N": cand.block_n, "SINGLE_CHUNK": False, "IS_RMS": False,
-                          "HAS_WEIGHT": True}
-                if pass_ == "forward":
-                    consts.update(HAS_BIAS=True, HAS_RESIDUAL=False, STORE_RESIDUAL=False, PERSISTENT=False)
-                else:
-                    consts.update(HAS_DRES=False, NEED_DW=True, NEED_DB=True, LEAN=False)
-                regs, stack = offline.compiled_resources(kernel, consts, "bf16", "fp32", cand.num_warps)
-                worst_exact = max(worst_exact, stack)
-                shape = f"{cand.block_m}x{cand.block_n} w{cand.num_warps} chunked"
-                print(f"{pass_:<9} {'bf16':<9} {n:>6} {shape:<22} {'layer':<16} {regs:>4} {stack:>5} "
-                      f"{offline.programs_per_sm(regs, cand.num_warps):>8}", flush=True)
+                worst_exact = max(worst_exact, _report_row(pass_, n, cand, "layer", "bf16"))
     print(f"largest stack frame of the exact-width candidates: {worst_exact} bytes")
     return 0
 

@@ -53,3 +53,62 @@ def test_within_budget_stops_at_the_deadline(sweep, capsys):
     assert list(sweep.within_budget([768, 1536], time.time() + 60, "widths")) == [768, 1536]
     assert list(sweep.within_budget([768, 1536], time.time() - 1, "widths")) == []
     assert "768" in capsys.readouterr().out
+
+
+@pytest.fixture
+def fake_gpu(sweep, monkeypatch):
+    """Timings without a GPU: a launch's "time" is a function of its shape; inputs are stand-ins."""
+    import torch
+
+    def ms_of(launch):
+        if launch.block_m == 3 or launch.num_warps == 32:
+            raise RuntimeError("out of resources")  # a shape the compiler refuses
+        # register rows cost 1.0; chunked ones 0.5 with 8 rows per program, 2.0 otherwise
+        return 1.0 if launch.single_chunk else (0.5 if launch.block_m == 8 else 2.0)
+
+    monkeypatch.setattr(sweep, "inputs", lambda m, n, dtype: (None, None, None, None))
+    monkeypatch.setattr(sweep, "time_forward", lambda cand, x, w, b, quick: (ms_of(cand), "stats"))
+    monkeypatch.setattr(sweep, "time_backward", lambda cand, x, w, b, dy, stats, quick: ms_of(cand))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    return ms_of
+
+
+def test_time_candidates_logs_each_timing_and_each_refused_shape(sweep, fake_gpu):
+    log = []
+    cands = [table.Launch(8, 256, 8, False), table.Launch(3, 256, 8, False), table.Launch(2, 1024, 8, True)]
+    timed = sweep.time_candidates(cands, fake_gpu, {"pass": "forward", "n": 768}, log)
+    assert timed == [(0.5, cands[0]), (1.0, cands[2])]
+    assert [("ms" in r, "error" in r, r["n"], r["launch"]["block_m"]) for r in log] == [
+        (True, False, 768, 8), (False, True, 768, 3), (True, False, 768, 2)]
+
+
+def test_exact_sweep_writes_the_rows_that_beat_the_padded_launch(sweep, fake_gpu):
+    log = []
+    forward, backward = sweep.sweep_exact(2, False, log, deadline=float("inf"))
+    for rows, row_type in ((forward, table.ForwardChunkedRow), (backward, table.BackwardChunkedRow)):
+        # where an 8-row candidate exists it runs at 0.5 against the padded 1.0: that row is written
+        for n in sweep.EXACT_WIDTHS:
+            eights = [c for c in sweep.exact_candidates(n, row_type is table.BackwardChunkedRow, False)
+                      if c.block_m == 8]
+            if eights:
+                assert rows[n] == row_type.of(eights[0]), n
+            else:
+                assert n not in rows, n  # 2.0 against 1.0: the padded launch stays
+    assert all(r.get("exact") and r["element_bytes"] == 2 for r in log)
+    assert {r["pass"] for r in log} == {"forward", "backward"}
+
+
+def test_power_of_two_sweep_keeps_the_fastest_launch_of_each_width(sweep, fake_gpu):
+    log = []
+    forward, forward_chunked, backward, backward_chunked = sweep.sweep(2, True, log, deadline=float("inf"))
+    # every register candidate costs 1.0 here: the first one the compiler takes is kept (min is stable)
+    for n in (256, 1024, 4096):
+        ran = [c for c in sweep.forward_candidates(n, True, True) if c.num_warps != 32 and c.block_m != 3]
+        assert forward[n] == table.ForwardRow.of(ran[0]), n
+        ran = [c for c in sweep.backward_candidates(n, True, True) if c.num_warps != 32 and c.block_m != 3]
+        assert backward[n] == table.BackwardRow.of(ran[0]), n
+    # at 65536 only the chunked path runs (2.0 each): its first runnable candidate is the row
+    ran = [c for c in sweep.forward_candidates(65536, False, True) if c.num_warps != 32]
+    assert forward_chunked[65536] == table.ForwardChunkedRow.of(ran[0])
+    assert any("error" in r for r in log)  # the 32-warp candidates were refused and logged
+    assert all(("ms" in r) != ("error" in r) for r in log)
