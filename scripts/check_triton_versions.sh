@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The direct launch path checked against each Triton minor version from 3.2 up
-# (tests/direct_launch_check.py; CI runs it with the installed Triton only).
+# The direct launch path and the precompiled kernels checked against each Triton minor version
+# from 3.2 up (tests/direct_launch_check.py, tests/precompile_check.py; CI runs them with the
+# installed Triton only).
 # Each version is installed once under $TRITON_VERSIONS_DIR (no GPU needed).
 #   bash scripts/check_triton_versions.sh [VERSION ...]
 set -euo pipefail
@@ -19,8 +20,10 @@ for v in "${versions[@]}"; do
     "$python" -m pip install -q --no-deps --target "$dir/$v" "triton==$v"
   fi
   printf '%-8s ' "$v"
-  if ! env -u TRITON_INTERPRET TRITON_DEFAULT_FP_FUSION=1 PYTHONPATH="$dir/$v" "$python" tests/direct_launch_check.py; then
-    failed=1
-  fi
+  for check in tests/direct_launch_check.py tests/precompile_check.py; do
+    if ! env -u TRITON_INTERPRET TRITON_DEFAULT_FP_FUSION=1 PYTHONPATH="$dir/$v" "$python" "$check"; then
+      failed=1
+    fi
+  done
 done
 exit $failed

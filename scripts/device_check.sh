@@ -3,7 +3,8 @@
 #   1. the GPU tests (pytest -m gpu: tests/gpu, the DTensor tests over NCCL, and the CPU tests
 #      that take the `device` fixture, on CUDA)
 #   2. compute-sanitizer memcheck on one pass of each kernel path
-#   3. the launch-table sweep, when SWEEP=1 (it rewrites the table this run then uses)
+#   3. the launch-table sweep, when SWEEP=1 (it rewrites the table this run then uses; it compiles its
+#      candidates first, in parallel processes: SWEEP_ARGS="--workers N", 0 for one at a time)
 #   4. host time per call of small launches: layer by layer, both launch paths
 #      (scripts/host_overhead.py), and every op against its peers (layernorm bench --host-time-only;
 #      HOST_ARGS passed through, e.g. "--impl torch --impl layernorm" to skip torch.compile's compiles)

@@ -13,6 +13,11 @@ Then the common widths that are not powers of two (``EXACT_WIDTHS``: 768,
 exactly (768 as 3 x 256, several rows per program) against the table's padded
 launch; an exact row is written only where it is faster by more than 3%.
 
+Before the timing, every candidate's kernels are compiled in ``--workers``
+parallel processes (layernorm.kernels.precompile) into Triton's on-disk
+cache: compiled one at a time as each is first timed, they would take most
+of the sweep's time (about a second each, over 500 kernels for bf16 and fp32).
+
 Timing: ``triton.testing.do_bench`` median over about 1/4 GiB of rows, LayerNorm
 with weight and bias (the common case); the backward includes the dweight /
 dbias reduction.
@@ -43,7 +48,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from layernorm.kernels import launch, table, table_writer  # noqa: E402
+from layernorm.kernels import precompile, table, table_writer  # noqa: E402
 from layernorm.kernels.table import Launch  # noqa: E402
 
 DTYPES = {2: torch.bfloat16, 4: torch.float32}
@@ -76,18 +81,18 @@ def rows_for(n, element_bytes):
 
 def time_forward(cand, x, w, b, quick):
     with table.forced(launch=cand):
-        y, _, mean, rstd = launch.norm_forward(x, None, w, b, 1e-5, False, None)
+        y, _, mean, rstd = precompile.forward(x, w, b)
         ref = torch.nn.functional.layer_norm(x.float(), x.shape[-1:], w.float(), b.float())
         if not torch.allclose(y.float(), ref, atol=6e-2, rtol=0):
             raise RuntimeError(f"wrong forward for {cand}")
-        return bench(lambda: launch.norm_forward(x, None, w, b, 1e-5, False, None), quick), (mean, rstd)
+        return bench(lambda: precompile.forward(x, w, b), quick), (mean, rstd)
 
 
 def time_backward(cand, x, w, b, dy, stats, quick):
     mean, rstd = stats
     with table.forced(launch=cand):
-        launch.norm_backward(dy, x, None, mean, rstd, w, b.dtype, False)
-        return bench(lambda: launch.norm_backward(dy, x, None, mean, rstd, w, b.dtype, False), quick)
+        precompile.backward(dy, x, w, b, mean, rstd)
+        return bench(lambda: precompile.backward(dy, x, w, b, mean, rstd), quick)
 
 
 def forward_candidates(block_n, single, quick):
@@ -155,6 +160,36 @@ def exact_candidates(n, backward, quick):
             else:
                 out.append(Launch(rows, chunk, warps, False))
     return out[:: 2] if quick and len(out) > 6 else out
+
+
+def width_order():
+    """The widths swept, the standard shapes' first, so that a spent time budget cuts the narrow ones."""
+    return sorted(set(REGISTER_WIDTHS) | set(CHUNKED_WIDTHS), key=lambda n: (n < 1024, n))
+
+
+def paths_at(block_n, quick):
+    """(single_chunk, forward candidates, backward candidates) of each path swept at ``block_n``:
+    register rows up to 16384, chunked rows at CHUNKED_WIDTHS."""
+    return [(single, forward_candidates(block_n, single, quick), backward_candidates(block_n, single, quick))
+            for single in ((True, False) if block_n in CHUNKED_WIDTHS else (True,))
+            if not (single and block_n > 16384)]
+
+
+def jobs(element_bytes, quick):
+    """Every launch the sweep of one element size times, for precompiling (the padded launches
+    that exact rows are measured against come from the rows just swept: compiled when timed)."""
+    dtype = DTYPES[element_bytes]
+    out = []
+    for n in width_order():
+        m = rows_for(n, element_bytes)
+        for _, fwd, bwd in paths_at(n, quick):
+            out += [precompile.Job(False, dtype, m, n, c) for c in fwd]
+            out += [precompile.Job(True, dtype, m, n, c) for c in bwd]
+    for n in EXACT_WIDTHS:
+        m = rows_for(n, element_bytes)
+        for backward in (False, True):
+            out += [precompile.Job(backward, dtype, m, n, c) for c in exact_candidates(n, backward, quick)]
+    return out
 
 
 def within_budget(widths, deadline, what):
@@ -229,14 +264,10 @@ def sweep(element_bytes, quick, log, deadline):
     dtype = DTYPES[element_bytes]
     best_fwd, best_bwd = {}, {}
     chunked_fwd_times, chunked_bwd_times = {}, {}
-    # the standard shapes' widths first, so that a spent time budget cuts the narrow ones
-    order = sorted(set(REGISTER_WIDTHS) | set(CHUNKED_WIDTHS), key=lambda n: (n < 1024, n))
-    for block_n in within_budget(order, deadline, "widths"):
+    for block_n in within_budget(width_order(), deadline, "widths"):
         m = rows_for(block_n, element_bytes)
         x, w, b, dy = inputs(m, block_n, dtype)
-        for single in ((True, False) if block_n in CHUNKED_WIDTHS else (True,)):
-            if single and block_n > 16384:
-                continue
+        for single, forward_cands, backward_cands in paths_at(block_n, quick):
             entry = {"element_bytes": element_bytes, "n": block_n, "m": m}
             saved = []  # mean and rstd of the last forward that ran, for the backward
 
@@ -245,14 +276,12 @@ def sweep(element_bytes, quick, log, deadline):
                 saved[:] = [stats]
                 return ms
 
-            fwd = time_candidates(forward_candidates(block_n, single, quick), forward_ms,
-                                  {"pass": "forward", **entry}, log)
+            fwd = time_candidates(forward_cands, forward_ms, {"pass": "forward", **entry}, log)
             if not saved:
                 continue
             stats = saved[0]
-            bwd = time_candidates(
-                backward_candidates(block_n, single, quick) if (block_n <= 16384 or not single) else [],
-                lambda c: time_backward(c, x, w, b, dy, stats, quick), {"pass": "backward", **entry}, log)
+            bwd = time_candidates(backward_cands, lambda c: time_backward(c, x, w, b, dy, stats, quick),
+                                  {"pass": "backward", **entry}, log)
             if fwd:
                 ms, cand = min(fwd, key=lambda t: t[0])
                 (best_fwd if single else chunked_fwd_times)[block_n] = (ms, cand)
@@ -331,6 +360,9 @@ def main():
                         help="2 (bf16, the default) and/or 4 (fp32)")
     parser.add_argument("--budget-s", type=float, default=360,
                         help="stop starting new widths after this many seconds (default 360)")
+    parser.add_argument("--workers", type=int, default=max(0, min(14, (os.cpu_count() or 1) - 2)),
+                        help="processes that compile every candidate before the timing starts (0: each is "
+                             "compiled when first timed, one at a time; default: the CPUs less 2, at most 14)")
     parser.add_argument("--registers", action="store_true",
                         help="no GPU needed: registers and spills of the current table and of the exact-width "
                              "candidates, compiled for sm_90")
@@ -347,7 +379,11 @@ def main():
     log = []
     fwd, fwd_chunked, bwd, bwd_chunked, fwd_exact, bwd_exact = {}, {}, {}, {}, {}, {}
     deadline = start + args.budget_s
+    precompiled = []
     for element_bytes in args.element_bytes or (2,):
+        report = precompile.precompile(jobs(element_bytes, args.quick), args.workers)
+        print(report, flush=True)
+        precompiled.append(vars(report))
         f, fc, b, bc = sweep(element_bytes, args.quick, log, deadline)
         fwd[element_bytes], fwd_chunked[element_bytes], bwd[element_bytes], bwd_chunked[element_bytes] = f, fc, b, bc
         use_rows(element_bytes, f, fc, b, bc)  # exact rows must beat the rows just swept
@@ -365,7 +401,7 @@ def main():
     with open(os.path.join(args.out, "table.py"), "w") as f:
         f.write(text)  # what goes between the marks of table.py
     with open(os.path.join(args.out, "sweep.json"), "w") as f:
-        json.dump({"source": source, "timings": log}, f, indent=1)
+        json.dump({"source": source, "precompiled": precompiled, "timings": log}, f, indent=1)
     if args.write:
         table_writer.rewrite_table(text)
     print(text)

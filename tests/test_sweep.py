@@ -1,10 +1,12 @@
 """The launch sweep's candidates (scripts/sweep_launch.py), without a GPU: what it would time."""
 
 import importlib.util
+import os
 import pathlib
 import sys
 
 import pytest
+import torch
 
 pytest.importorskip("triton")  # the script imports the kernels' launch module
 
@@ -18,11 +20,20 @@ def sweep():
     spec = importlib.util.spec_from_file_location("sweep_launch", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules["sweep_launch"] = module  # dataclasses look their module up while the file runs
+    # The script imports the kernels: decorated for the interpreter where the harness runs them so
+    # (Triton reads the variable as it decorates), not compiled for the rest of this process.
+    saved = os.environ.get("TRITON_INTERPRET")
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
     try:
         spec.loader.exec_module(module)
         yield module
     finally:
         del sys.modules["sweep_launch"]
+        if saved is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = saved
 
 
 def test_exact_candidates_tile_their_width_with_enough_in_flight(sweep):
@@ -112,3 +123,32 @@ def test_power_of_two_sweep_keeps_the_fastest_launch_of_each_width(sweep, fake_g
     assert forward_chunked[65536] == table.ForwardChunkedRow.of(ran[0])
     assert any("error" in r for r in log)  # the 32-warp candidates were refused and logged
     assert all(("ms" in r) != ("error" in r) for r in log)
+
+
+def test_jobs_are_every_launch_the_sweep_times(sweep, fake_gpu, monkeypatch):
+    """What precompiling compiles ahead (sweep.jobs) is what the sweep then launches: each
+    candidate, pass, width and row count timed, and nothing else."""
+    timed = set()
+    monkeypatch.setattr(sweep, "inputs", lambda m, n, dtype: ((dtype, m, n), None, None, None))
+
+    def forward(cand, x, w, b, quick):
+        timed.add((False, *x, cand))
+        return fake_gpu(cand), "stats"
+
+    def backward(cand, x, w, b, dy, stats, quick):
+        timed.add((True, *x, cand))
+        return fake_gpu(cand)
+
+    monkeypatch.setattr(sweep, "time_forward", forward)
+    monkeypatch.setattr(sweep, "time_backward", backward)
+    for element_bytes in (2, 4):
+        sweep.sweep(element_bytes, False, [], deadline=float("inf"))
+        padded = {(n, sweep.table.padded_launch(n, element_bytes, backward=b)) for n in sweep.EXACT_WIDTHS
+                  for b in (False, True)}
+        sweep.sweep_exact(element_bytes, False, [], deadline=float("inf"))
+        planned = {(j.backward, j.dtype, j.m, j.n, j.shape) for j in sweep.jobs(element_bytes, quick=False)}
+        got = {t for t in timed if t[1] == sweep.DTYPES[element_bytes]}
+        assert planned <= got  # every launch compiled ahead is timed
+        # and the only ones timed but not compiled ahead: the padded launches the exact rows are
+        # measured against, which come from the rows just swept
+        assert {(t[3], t[4]) for t in got - planned} <= padded

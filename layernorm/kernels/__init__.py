@@ -14,7 +14,9 @@
 - :mod:`.table`: launch parameters by row width, swept by
   ``scripts/sweep_launch.py`` and written by :mod:`.table_writer`;
 - :mod:`.offline`: the kernels compiled for sm_90 without a GPU (registers,
-  spills).
+  spills);
+- :mod:`.precompile`: the kernels of many launches compiled ahead of them,
+  in parallel processes, into Triton's cache (the sweep's candidates).
 
 Importing this package, :mod:`.ops`, :mod:`.func` or :mod:`.dtensor` does not
 import Triton; the kernels' modules and :mod:`.launch` do (at the first launch).
