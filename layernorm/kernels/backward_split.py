@@ -69,17 +69,19 @@ def norm_bwd_tiles_kernel(
         rows = (first + tl.arange(0, BLOCK_M)).to(tl.int64)
         row_mask = rows < band_end
         mask = row_mask[:, None] & col_mask[None, :]
-        x, dy = load_tiles(X, DY, rows, row_mask, cols, col_mask, stride_x, stride_dy, True)
-        x = x.to(tl.float32)
-        dy = dy.to(tl.float32)
+        # The rows' statistics first, then the tiles: in the other order ptxas keeps more of the
+        # tiles live across the scalar loads (155 against 118 registers in one bf16 case).
         mean, rstd = row_stats(MEAN, RSTD, rows, row_mask, BLOCK_M, IS_RMS)
         c1 = tl.load(C1 + rows, mask=row_mask, other=0.0)
-        x_hat = x_hat_of(x, mean, rstd, mask, IS_RMS)
-        g = dy * w[None, :] if HAS_WEIGHT else dy
         if IS_RMS:
             c2 = c1  # unused
         else:
             c2 = tl.load(C2 + rows, mask=row_mask, other=0.0)
+        x, dy = load_tiles(X, DY, rows, row_mask, cols, col_mask, stride_x, stride_dy, True)
+        x = x.to(tl.float32)
+        dy = dy.to(tl.float32)
+        x_hat = x_hat_of(x, mean, rstd, mask, IS_RMS)
+        g = dy * w[None, :] if HAS_WEIGHT else dy
         store_dx(g, x_hat, c1, c2, rstd, rows, cols, mask, DRES, DX, stride_dres, stride_dx, IS_RMS, HAS_DRES)
         if NEED_DW:
             dw_acc += tl.sum(dy * x_hat, axis=0)
