@@ -15,6 +15,11 @@
 # STEPS picks the steps and their order (default "tests memcheck sweep host bench experiments models");
 # with little device time, the measurement that decides comes first, e.g.
 #   STEPS="host models bench tests" MODEL_STEP=gpt2 bash scripts/device_check.sh
+# PRESET fills in what is not set, for a short lease (each meant to fit one 10-minute call):
+#   PRESET=launch   host time per call, the whole models' training steps (profiled), then the bench at
+#                   the small-M and short-row shapes (bf16, ours against torch and Liger, with graphs)
+#   PRESET=kernels  the GPU tests, memcheck, the sweep (150 s), then the bf16 bench at the standard
+#                   shapes with every peer
 # Output goes under $OUT (the device tool's folder; runs/device elsewhere). Each step runs even
 # when an earlier one failed; a summary is printed last and the exit status is 1 if any failed.
 #
@@ -25,6 +30,17 @@
 # BENCH_OPS="" step 5).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+case "${PRESET:-}" in
+  "") ;;
+  launch)
+    : "${STEPS:=host models bench}" "${MODEL_STEP:=gpt2 encoder llama}" "${PROFILE:=1}" "${BENCH_OPS:=layer_norm}"
+    : "${HOST_ARGS:=--impl torch --impl layernorm --impl liger}"
+    : "${BENCH_ARGS:=--dtype bf16 --shape 8x4096 --shape 512x4096 --shape 32768x768 --shape 32768x1024 --shape 32768x2048 --shape 32768x4096 --impl torch --impl layernorm --impl liger --cuda-graph}" ;;
+  kernels)
+    : "${STEPS:=tests memcheck sweep bench}" "${SWEEP:=1}" "${SWEEP_BUDGET_S:=150}" "${BENCH_OPS:=layer_norm}"
+    : "${BENCH_ARGS:=--dtype bf16}" ;;
+  *) echo "PRESET: no preset '$PRESET' (launch, kernels)"; exit 2 ;;
+esac
 OUT=${OUT:-runs/device}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"

@@ -1,0 +1,36 @@
+"""scripts/device_check.sh without a GPU: it parses, and refuses what it does not know before any GPU work."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "device_check.sh"
+
+if shutil.which("bash") is None:
+    pytest.skip("needs bash", allow_module_level=True)
+
+
+def run(tmp_path, **env):
+    return subprocess.run(["bash", str(SCRIPT)], env={**os.environ, "OUT": str(tmp_path), **env},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_script_parses():
+    assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
+
+
+def test_an_unknown_preset_is_refused_before_anything_runs(tmp_path):
+    done = run(tmp_path, PRESET="everything")
+    assert done.returncode == 2
+    assert "no preset 'everything'" in done.stdout and "launch, kernels" in done.stdout
+    assert not (tmp_path / "log.txt").exists()
+
+
+def test_an_unknown_step_fails_the_run_and_names_the_steps(tmp_path):
+    done = run(tmp_path, STEPS="bench-everything")
+    assert done.returncode == 1
+    assert "no step 'bench-everything'" in done.stdout and "tests memcheck sweep" in done.stdout
+    assert "=== summary" in (tmp_path / "log.txt").read_text()
