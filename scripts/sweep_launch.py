@@ -3,7 +3,8 @@
 For each element size (bf16 for 2 bytes, fp32 for 4) and each row width
 ``block_n`` (a power of two), time every candidate (rows per program, warps,
 and for the backward programs per SM) of the register path, and the chunked
-path's candidates (chunk, rows, warps[, programs per SM]) at wide rows; keep
+path's candidates (chunk, rows, warps[, programs per SM]; the split backward;
+the backward holding its partial sums in registers) at wide rows; keep
 the fastest. Rows are held in registers up to the widest ``block_n`` where the
 register path still beats the chunked one.
 
@@ -39,6 +40,7 @@ Triton ships.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -143,6 +145,12 @@ def backward_candidates(block_n, single, quick):
         # split: row sums, then (column tile x row band) programs; chunk is the tile's width
         for rows, tile, warps in ((4, 512, 4), (8, 512, 8), (4, 1024, 8), (8, 1024, 8), (16, 512, 8)):
             out += [Launch(rows, tile, warps, False, p, split=True) for p in (2, 4, 8)]
+        if block_n <= table.HOLD_MAX_N:
+            # the partial sums held in registers (2 x block_n floats over the program's threads: 16 warps
+            # at least), one program per SM, at least two chunks a row
+            for rows, chunk, warps in itertools.product((1, 2), (2048, 4096), (16, 32)):
+                if 4 <= rows * chunk / (warps * 32) <= 16 and chunk < block_n:
+                    out.append(Launch(rows, chunk, warps, False, 1, hold_partials=True))
     return out[:: 2] if quick and len(out) > 8 else out
 
 

@@ -188,6 +188,7 @@ BACKWARD_PATHS = {
     "lean": dict(launch=table.Launch(1, 64, 4, True, 1, lean=True), programs=2),
     "chunked": dict(max_single_block_n=16, chunk=16, programs=2),
     "split": dict(launch=table.Launch(2, 16, 4, False, 1, split=True), programs=4),
+    "held": dict(launch=table.Launch(2, 16, 4, False, 1, hold_partials=True), programs=2),
 }
 
 

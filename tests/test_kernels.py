@@ -140,6 +140,45 @@ def test_split_backward(kind, with_weight, dtype):
         check(kind, x, (40,), w if with_weight else None, b if with_weight else None, residual=residual)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer", "add_rms"])
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_chunked_backward_holding_its_partial_sums(kind, with_weight, dtype):
+    """The chunked backward with its partial sums in registers: rows of 40 in 3 chunks of 16 (the
+    last one ragged, a fourth chunk wholly past the row), 2 programs walking 6 row blocks of 2 rows,
+    the last block partial; every gradient against float64."""
+    x = activations(23, 40, dtype=dtype, seed=19)
+    w, b = params(40, torch.float32)
+    residual = activations(23, 40, dtype=dtype, seed=20, offset=0.0) if kind.startswith("add") else None
+    held = table.Launch(2, 16, 4, False, 1, hold_partials=True)
+    with table.forced(launch=held, programs=2):
+        check(kind, x, (40,), w if with_weight else None, b if with_weight else None, residual=residual)
+
+
+def test_rows_too_wide_to_hold_their_partial_sums_take_the_chunked_path(monkeypatch):
+    """Past HOLD_MAX_N a row asking for held partial sums is walked by the plain chunked backward."""
+    from layernorm.kernels import launch
+
+    seen = []
+    original = launch.norm_bwd_kernel.launch
+
+    def recording(grid, *args, **constexprs):
+        seen.append(constexprs["HOLD_PARTIALS"])
+        return original(grid, *args, **constexprs)
+
+    monkeypatch.setattr(launch.norm_bwd_kernel, "launch", recording)
+    monkeypatch.setattr(table, "HOLD_MAX_N", 32)
+    x = activations(5, 40, dtype=torch.float32, seed=21)
+    w, b = params(40, torch.float32)
+    with table.forced(launch=table.Launch(2, 16, 4, False, 1, hold_partials=True), programs=2):
+        check("layer", x, (40,), w, b)
+    assert seen == [False]
+    monkeypatch.setattr(table, "HOLD_MAX_N", 40)
+    with table.forced(launch=table.Launch(2, 16, 4, False, 1, hold_partials=True), programs=2):
+        check("layer", x, (40,), w, b)
+    assert seen == [False, True]
+
+
 # --- parameters -------------------------------------------------------------------------------
 
 

@@ -41,6 +41,9 @@ def test_rows_give_the_launches_their_fields_name():
         2, 64, 4, True, 1, lean=True)
     assert BackwardChunkedRow(chunk=16, rows_per_program=2, num_warps=4, programs_per_sm=0.5, split=True).launch(
         16) == Launch(2, 16, 4, False, 0.5, split=True)
+    held = BackwardChunkedRow(chunk=4096, rows_per_program=1, num_warps=16, programs_per_sm=1, hold_partials=True)
+    assert held.launch(4096) == Launch(1, 4096, 16, False, 1, hold_partials=True)
+    assert BackwardChunkedRow.of(held.launch(4096)) == held
 
 
 def test_lookup_takes_the_register_row_of_the_width_else_the_nearest_wider_chunked_row(fresh_lookups):

@@ -14,7 +14,7 @@ dy read most recently, likeliest still in L2, come back first.
 import triton
 import triton.language as tl
 
-from .shared import chunk_row_sums, in_row, load_gain, load_tiles, row_offsets, row_stats, store_dx
+from .shared import chunked_row_sums, in_row, load_gain, load_tiles, row_offsets, row_stats, store_dx
 
 
 @triton.jit
@@ -35,22 +35,8 @@ def backward_chunked(
         row_mask = rows < M
         mean, rstd = row_stats(MEAN, RSTD, rows, row_mask, BLOCK_M, IS_RMS)
         # Pass 1: the two row sums that dx needs.
-        sum_gx = tl.zeros([BLOCK_M], dtype=tl.float32)
-        sum_g = tl.zeros([BLOCK_M], dtype=tl.float32)
-        x_next, dy_next = load_tiles(X, DY, rows, row_mask, cols, in_row(cols, N), stride_x, stride_dy, True)
-        for start in range(0, N, BLOCK_N):
-            c = start + cols
-            col_mask = c < N
-            mask = row_mask[:, None] & col_mask[None, :]
-            x = x_next.to(tl.float32)
-            dy = dy_next.to(tl.float32)
-            x_next, dy_next = load_tiles(X, DY, rows, row_mask, c + BLOCK_N, in_row(c + BLOCK_N, N), stride_x,
-                                         stride_dy, True)
-            chunk_gx, chunk_g = chunk_row_sums(x, dy, mean, rstd, mask, W, c, col_mask, HAS_WEIGHT, WEIGHT_OFFSET)
-            sum_gx += chunk_gx
-            sum_g += chunk_g
-        c1 = sum_gx / N
-        c2 = sum_g / N
+        c1, c2 = chunked_row_sums(X, DY, W, rows, row_mask, mean, rstd, cols, N, stride_x, stride_dy,
+                                  BLOCK_N, HAS_WEIGHT, WEIGHT_OFFSET)
         # Pass 2: dx, and this program's partial rows of dweight / dbias, last chunk first.
         num_chunks = (N + BLOCK_N - 1) // BLOCK_N
         last = (num_chunks - 1) * BLOCK_N + cols

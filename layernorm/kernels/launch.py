@@ -137,6 +137,7 @@ def norm_backward(
         programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x))
         programs = max(1, min(programs, num_blocks))  # every program owns at least one block
         dw_partial, db_partial = _partial_rows(has_weight, has_bias, programs, n, rstd)
+        hold = launch.hold_partials and not launch.single_chunk and n <= table.HOLD_MAX_N
         norm_bwd_kernel.launch(
             (programs,),
             dy, x, dy if dres is None else dres, dx,
@@ -147,6 +148,7 @@ def norm_backward(
             BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, SINGLE_CHUNK=launch.single_chunk,
             IS_RMS=is_rms, HAS_WEIGHT=weight is not None, NEED_DW=has_weight, NEED_DB=has_bias,
             HAS_DRES=dres is not None, LEAN=launch.lean and launch.single_chunk, WEIGHT_OFFSET=weight_offset,
+            HOLD_PARTIALS=hold, NUM_CHUNKS=table.next_power_of_2(triton_cdiv(n, launch.block_n)) if hold else 1,
             num_warps=launch.num_warps,
         )
     if has_weight or has_bias:

@@ -26,7 +26,8 @@ by those flags; each path is a module of its own, built from the helpers of
 
 - forward: :mod:`.forward_rows` (rows in registers, optionally a persistent
   grid), :mod:`.forward_chunked`;
-- backward: :mod:`.backward_rows`, :mod:`.backward_chunked`, and the split
+- backward: :mod:`.backward_rows`, :mod:`.backward_chunked` (and
+  :mod:`.backward_held`, its partial sums in registers), and the split
   backward's two kernels in :mod:`.backward_split`; then
   :mod:`.partials` sums the dweight / dbias partial rows.
 
@@ -37,6 +38,7 @@ import triton
 import triton.language as tl
 
 from .backward_chunked import backward_chunked
+from .backward_held import backward_held
 from .backward_rows import backward_rows
 from .forward_chunked import forward_chunked
 from .forward_rows import forward_rows, forward_rows_persistent
@@ -86,6 +88,7 @@ def norm_bwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_CHUNK: tl.constexpr,
     IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, NEED_DW: tl.constexpr, NEED_DB: tl.constexpr,
     HAS_DRES: tl.constexpr, LEAN: tl.constexpr, WEIGHT_OFFSET: tl.constexpr = 0.0,
+    HOLD_PARTIALS: tl.constexpr = False, NUM_CHUNKS: tl.constexpr = 1,
 ):
     """dx for the row blocks pid, pid + G, ...; one partial row of dweight / dbias per program.
 
@@ -98,11 +101,17 @@ def norm_bwd_kernel(
     ``X`` is the normalised input (r' for the fused add); ``DRES`` the
     gradient reaching r' directly, added to dx. ``NEED_DW`` / ``NEED_DB``: the
     parameter gradients are wanted (frozen parameters cost nothing).
+    ``HOLD_PARTIALS``: chunked rows whose partial sums stay in registers
+    (``NUM_CHUNKS`` chunks cover a row).
     """
     if SINGLE_CHUNK:
         backward_rows(DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL, stride_dy, stride_x, stride_dres,
                       stride_dx, M, N, num_programs, BLOCK_M, BLOCK_N, IS_RMS, HAS_WEIGHT, NEED_DW, NEED_DB, HAS_DRES,
                       LEAN, WEIGHT_OFFSET)
+    elif HOLD_PARTIALS:
+        backward_held(DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL, stride_dy, stride_x, stride_dres,
+                      stride_dx, M, N, num_programs, BLOCK_M, BLOCK_N, NUM_CHUNKS, IS_RMS, HAS_WEIGHT, NEED_DW,
+                      NEED_DB, HAS_DRES, WEIGHT_OFFSET)
     else:
         backward_chunked(DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL, stride_dy, stride_x, stride_dres,
                          stride_dx, M, N, num_programs, BLOCK_M, BLOCK_N, IS_RMS, HAS_WEIGHT, NEED_DW, NEED_DB,

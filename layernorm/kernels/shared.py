@@ -106,6 +106,28 @@ def chunk_row_sums(x, dy, mean, rstd, mask, W, c, col_mask, HAS_WEIGHT: tl.const
 
 
 @triton.jit
+def chunked_row_sums(X, DY, W, rows, row_mask, mean, rstd, cols, N, stride_x, stride_dy, BLOCK_N: tl.constexpr,
+                     HAS_WEIGHT: tl.constexpr, WEIGHT_OFFSET: tl.constexpr):
+    """c1 = mean(g * x_hat) and c2 = mean(g) of the rows, walked in chunks of BLOCK_N columns
+    (``cols``: 0..BLOCK_N); each chunk's loads are issued before the previous one is reduced."""
+    sum_gx = tl.zeros_like(mean)
+    sum_g = tl.zeros_like(mean)
+    x_next, dy_next = load_tiles(X, DY, rows, row_mask, cols, in_row(cols, N), stride_x, stride_dy, True)
+    for start in range(0, N, BLOCK_N):
+        c = start + cols
+        col_mask = c < N
+        mask = row_mask[:, None] & col_mask[None, :]
+        x = x_next.to(tl.float32)
+        dy = dy_next.to(tl.float32)
+        x_next, dy_next = load_tiles(X, DY, rows, row_mask, c + BLOCK_N, in_row(c + BLOCK_N, N), stride_x,
+                                     stride_dy, True)
+        chunk_gx, chunk_g = chunk_row_sums(x, dy, mean, rstd, mask, W, c, col_mask, HAS_WEIGHT, WEIGHT_OFFSET)
+        sum_gx += chunk_gx
+        sum_g += chunk_g
+    return sum_gx / N, sum_g / N
+
+
+@triton.jit
 def store_dx(g, x_hat, c1, c2, rstd, rows, c, mask, DRES, DX, stride_dres, stride_dx,
              IS_RMS: tl.constexpr, HAS_DRES: tl.constexpr):
     """dx = rstd * (g - x_hat * c1 - c2) (RMSNorm: no c2), plus the gradient reaching r' directly,

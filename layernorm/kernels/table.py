@@ -25,7 +25,11 @@ by name.
   buffering and the resident weight, a register per element each.
   ``BACKWARD_CHUNKED`` (:class:`BackwardChunkedRow`) likewise, with ``split``:
   the row sums in a kernel of their own, then programs over (column tile of
-  ``chunk`` columns, row band), see ``norm_bwd_tiles_kernel``.
+  ``chunk`` columns, row band), see ``norm_bwd_tiles_kernel``; or with
+  ``hold_partials``: the dweight / dbias partial sums held in registers for
+  all the program's row blocks (see ``layernorm.kernels.backward_held``),
+  for rows up to ``HOLD_MAX_N`` wide (wider ones take the plain chunked
+  path).
 - ``FORWARD_EXACT`` / ``BACKWARD_EXACT``: rows for one exact width N that is
   not a power of two (768, 1536, 3072, ...), walked in chunks that tile it
   with no padding (768 as 3 x 256); a register row of 768 columns occupies
@@ -43,6 +47,11 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 
+# The widest rows whose dweight / dbias partial sums a program can hold in registers: 2 x 16384
+# floats are 32 registers a thread at 32 warps, 64 at 16.
+HOLD_MAX_N = 16384
+
+
 @dataclass(frozen=True)
 class Launch:
     """One kernel launch's shape: ``block_m`` rows of ``block_n`` columns per step."""
@@ -54,6 +63,7 @@ class Launch:
     programs_per_sm: float = 0  # the backward's persistent grid; a forward's when > 0
     lean: bool = False  # backward register rows: no double buffering, weight reloaded per block
     split: bool = False  # backward chunked rows: row sums first, then column tiles (block_n wide)
+    hold_partials: bool = False  # backward chunked rows: dweight / dbias partial sums held in registers
 
 
 # The rows of the four tables. Each knows the Launch it stands for (``launch``) and the row that
@@ -113,20 +123,24 @@ class BackwardRow:
 @dataclass(frozen=True)
 class BackwardChunkedRow:
     """Rows walked in chunks of ``chunk`` columns over a persistent grid; or, ``split``, cut in
-    column tiles of ``chunk`` columns."""
+    column tiles of ``chunk`` columns; ``hold_partials``: the dweight / dbias partial sums held in
+    registers rather than in a buffer (rows up to :data:`HOLD_MAX_N` wide)."""
 
     chunk: int
     rows_per_program: int
     num_warps: int
     programs_per_sm: float
     split: bool = False
+    hold_partials: bool = False
 
     def launch(self, chunk: int) -> Launch:
-        return Launch(self.rows_per_program, chunk, self.num_warps, False, self.programs_per_sm, split=self.split)
+        return Launch(self.rows_per_program, chunk, self.num_warps, False, self.programs_per_sm, split=self.split,
+                      hold_partials=self.hold_partials)
 
     @classmethod
     def of(cls, launch: Launch) -> "BackwardChunkedRow":
-        return cls(launch.block_n, launch.block_m, launch.num_warps, launch.programs_per_sm, launch.split)
+        return cls(launch.block_n, launch.block_m, launch.num_warps, launch.programs_per_sm, launch.split,
+                   launch.hold_partials)
 
 
 # BEGIN TABLE

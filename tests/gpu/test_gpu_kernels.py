@@ -229,6 +229,22 @@ def test_split_backward_at_wide_rows(kind, n):
         check(kind, x, (n,), w, b, residual=residual)
 
 
+@pytest.mark.parametrize("n", [8192, 12289, 16384])
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_chunked_backward_holding_its_partial_sums_at_its_widths(kind, n, dtype):
+    """The chunked backward with its partial sums in registers (a sweep candidate up to 16384
+    columns): 4096-column chunks, 12289 in 4 of them with the last one nearly empty."""
+    from layernorm.kernels import table
+
+    m = 600  # several row blocks per program on 132 SMs
+    x = activations(m, n, dtype=dtype, seed=n + 5)
+    w, b = params(n, torch.float32)
+    residual = activations(m, n, dtype=dtype, seed=n + 6, offset=0.0) if kind.startswith("add") else None
+    with table.forced(launch=table.Launch(1, 4096, 16, False, 1, hold_partials=True)):
+        check(kind, x, (n,), w, b, residual=residual)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_direct_launch_gives_what_tritons_path_gives(kind, monkeypatch):
     """The cached-compiled-kernel launch against Triton's own, bitwise, on every launch of a
