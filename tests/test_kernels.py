@@ -448,6 +448,13 @@ regs, stack = S.compiled_resources(norm_bwd_kernel, dict(
     BLOCK_M=1, BLOCK_N=16384, SINGLE_CHUNK=True, HAS_DRES=True, IS_RMS=False, HAS_WEIGHT=True, NEED_DW=True,
     NEED_DB=True, LEAN=True), "bf16", "fp32", 32)
 assert regs > 0 and stack <= 256, ("lean 16384", regs, stack)
+# the chunked backward holding its partial sums (16384 columns as 4 chunks of 4096, 16 warps): it
+# compiles. Here no pointer is known to be 16-byte aligned, so no load is vectorized and it spills
+# several hundred bytes; with the aligned inputs' specialization, 8 (docs/kernels-notes.md).
+regs, stack = S.compiled_resources(norm_bwd_kernel, dict(
+    BLOCK_M=1, BLOCK_N=4096, SINGLE_CHUNK=False, HAS_DRES=True, IS_RMS=False, HAS_WEIGHT=True, NEED_DW=True,
+    NEED_DB=True, LEAN=False, HOLD_PARTIALS=True, NUM_CHUNKS=4), "bf16", "fp32", 16)
+assert regs > 0, ("held 16384", regs, stack)
 print("largest stack frame", worst)
 """
 
