@@ -195,7 +195,9 @@ def _path_of(pass_: str, launch) -> str:
     if not launch.single_chunk:
         if pass_ == "forward":
             return "chunked persistent" if launch.programs_per_sm > 0 else "chunked"
-        return "split" if launch.split else "held" if launch.hold_partials else "chunked"
+        if launch.hold_partials:
+            return "held" if launch.unroll else "held loop"
+        return "split" if launch.split else "chunked"
     if pass_ == "backward":
         return "lean" if launch.lean else "register"
     return "persistent" if launch.programs_per_sm > 0 else "register"
@@ -216,6 +218,7 @@ def path_shapes(table) -> List[tuple]:
         ("backward", "chunked"): (65536, Launch(2, 2048, 8, False, 2)),
         ("backward", "split"): (65536, Launch(8, 1024, 8, False, 4, split=True)),
         ("backward", "held"): (16384, Launch(1, 4096, 16, False, 1, hold_partials=True)),
+        ("backward", "held loop"): (16384, Launch(1, 2048, 16, False, 1, hold_partials=True, unroll=False)),
     }
     out = []
     for (pass_, path), (width, launch) in fallback.items():

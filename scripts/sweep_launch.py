@@ -147,10 +147,11 @@ def backward_candidates(block_n, single, quick):
             out += [Launch(rows, tile, warps, False, p, split=True) for p in (2, 4, 8)]
         if block_n <= table.HOLD_MAX_N:
             # the partial sums held in registers (2 x block_n floats over the program's threads: 16 warps
-            # at least), one program per SM, at least two chunks a row
-            for rows, chunk, warps in itertools.product((1, 2), (2048, 4096), (16, 32)):
+            # at least), one program per SM, at least two chunks a row; the pass over the chunks unrolled
+            # or a loop (fewer registers, more instructions)
+            for rows, chunk, warps, unroll in itertools.product((1, 2), (2048, 4096), (16, 32), (True, False)):
                 if 4 <= rows * chunk / (warps * 32) <= 16 and chunk < block_n:
-                    out.append(Launch(rows, chunk, warps, False, 1, hold_partials=True))
+                    out.append(Launch(rows, chunk, warps, False, 1, hold_partials=True, unroll=unroll))
     return out[:: 2] if quick and len(out) > 8 else out
 
 

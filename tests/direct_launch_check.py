@@ -189,6 +189,7 @@ BACKWARD_PATHS = {
     "chunked": dict(max_single_block_n=16, chunk=16, programs=2),
     "split": dict(launch=table.Launch(2, 16, 4, False, 1, split=True), programs=4),
     "held": dict(launch=table.Launch(2, 16, 4, False, 1, hold_partials=True), programs=2),
+    "held loop": dict(launch=table.Launch(2, 16, 4, False, 1, hold_partials=True, unroll=False), programs=2),
 }
 
 

@@ -140,17 +140,18 @@ def test_split_backward(kind, with_weight, dtype):
         check(kind, x, (40,), w if with_weight else None, b if with_weight else None, residual=residual)
 
 
+@pytest.mark.parametrize("unroll", [True, False], ids=["unrolled", "loop"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("kind", ["layer", "rms", "add_layer", "add_rms"])
 @pytest.mark.parametrize("with_weight", [True, False])
-def test_chunked_backward_holding_its_partial_sums(kind, with_weight, dtype):
+def test_chunked_backward_holding_its_partial_sums(kind, with_weight, dtype, unroll):
     """The chunked backward with its partial sums in registers: rows of 40 in 3 chunks of 16 (the
     last one ragged, a fourth chunk wholly past the row), 2 programs walking 6 row blocks of 2 rows,
     the last block partial; every gradient against float64."""
     x = activations(23, 40, dtype=dtype, seed=19)
     w, b = params(40, torch.float32)
     residual = activations(23, 40, dtype=dtype, seed=20, offset=0.0) if kind.startswith("add") else None
-    held = table.Launch(2, 16, 4, False, 1, hold_partials=True)
+    held = table.Launch(2, 16, 4, False, 1, hold_partials=True, unroll=unroll)
     with table.forced(launch=held, programs=2):
         check(kind, x, (40,), w if with_weight else None, b if with_weight else None, residual=residual)
 

@@ -5,6 +5,7 @@ literals between the BEGIN / END TABLE marks rewritten, all in Python. The
 kernels on the launches these rows give are tested in tests/test_kernels.py.
 """
 
+import dataclasses
 import importlib.util
 import sys
 
@@ -44,6 +45,10 @@ def test_rows_give_the_launches_their_fields_name():
     held = BackwardChunkedRow(chunk=4096, rows_per_program=1, num_warps=16, programs_per_sm=1, hold_partials=True)
     assert held.launch(4096) == Launch(1, 4096, 16, False, 1, hold_partials=True)
     assert BackwardChunkedRow.of(held.launch(4096)) == held
+    looped = dataclasses.replace(held, unroll=False)
+    assert looped.launch(4096) == Launch(1, 4096, 16, False, 1, hold_partials=True, unroll=False)
+    assert BackwardChunkedRow.of(looped.launch(4096)) == looped
+    assert table_writer.row_literal(looped).endswith("hold_partials=True, unroll=False)")
 
 
 def test_lookup_takes_the_register_row_of_the_width_else_the_nearest_wider_chunked_row(fresh_lookups):

@@ -149,7 +149,7 @@ def norm_backward(
             IS_RMS=is_rms, HAS_WEIGHT=weight is not None, NEED_DW=has_weight, NEED_DB=has_bias,
             HAS_DRES=dres is not None, LEAN=launch.lean and launch.single_chunk, WEIGHT_OFFSET=weight_offset,
             HOLD_PARTIALS=hold, NUM_CHUNKS=table.next_power_of_2(triton_cdiv(n, launch.block_n)) if hold else 1,
-            num_warps=launch.num_warps,
+            UNROLL=launch.unroll or not hold, num_warps=launch.num_warps,
         )
     if has_weight or has_bias:
         reduce_block_n = table.reduce_block_n(n, _sm_count(x))

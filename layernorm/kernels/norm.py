@@ -88,7 +88,7 @@ def norm_bwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE_CHUNK: tl.constexpr,
     IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, NEED_DW: tl.constexpr, NEED_DB: tl.constexpr,
     HAS_DRES: tl.constexpr, LEAN: tl.constexpr, WEIGHT_OFFSET: tl.constexpr = 0.0,
-    HOLD_PARTIALS: tl.constexpr = False, NUM_CHUNKS: tl.constexpr = 1,
+    HOLD_PARTIALS: tl.constexpr = False, NUM_CHUNKS: tl.constexpr = 1, UNROLL: tl.constexpr = True,
 ):
     """dx for the row blocks pid, pid + G, ...; one partial row of dweight / dbias per program.
 
@@ -102,7 +102,7 @@ def norm_bwd_kernel(
     gradient reaching r' directly, added to dx. ``NEED_DW`` / ``NEED_DB``: the
     parameter gradients are wanted (frozen parameters cost nothing).
     ``HOLD_PARTIALS``: chunked rows whose partial sums stay in registers
-    (``NUM_CHUNKS`` chunks cover a row).
+    (``NUM_CHUNKS`` chunks cover a row; ``UNROLL``: the chunks' loop unrolled).
     """
     if SINGLE_CHUNK:
         backward_rows(DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL, stride_dy, stride_x, stride_dres,
@@ -110,8 +110,8 @@ def norm_bwd_kernel(
                       LEAN, WEIGHT_OFFSET)
     elif HOLD_PARTIALS:
         backward_held(DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL, stride_dy, stride_x, stride_dres,
-                      stride_dx, M, N, num_programs, BLOCK_M, BLOCK_N, NUM_CHUNKS, IS_RMS, HAS_WEIGHT, NEED_DW,
-                      NEED_DB, HAS_DRES, WEIGHT_OFFSET)
+                      stride_dx, M, N, num_programs, BLOCK_M, BLOCK_N, NUM_CHUNKS, UNROLL, IS_RMS, HAS_WEIGHT,
+                      NEED_DW, NEED_DB, HAS_DRES, WEIGHT_OFFSET)
     else:
         backward_chunked(DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL, stride_dy, stride_x, stride_dres,
                          stride_dx, M, N, num_programs, BLOCK_M, BLOCK_N, IS_RMS, HAS_WEIGHT, NEED_DW, NEED_DB,

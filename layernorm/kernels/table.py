@@ -64,6 +64,7 @@ class Launch:
     lean: bool = False  # backward register rows: no double buffering, weight reloaded per block
     split: bool = False  # backward chunked rows: row sums first, then column tiles (block_n wide)
     hold_partials: bool = False  # backward chunked rows: dweight / dbias partial sums held in registers
+    unroll: bool = True  # with hold_partials: the second pass over the chunks unrolled
 
 
 # The rows of the four tables. Each knows the Launch it stands for (``launch``) and the row that
@@ -124,7 +125,8 @@ class BackwardRow:
 class BackwardChunkedRow:
     """Rows walked in chunks of ``chunk`` columns over a persistent grid; or, ``split``, cut in
     column tiles of ``chunk`` columns; ``hold_partials``: the dweight / dbias partial sums held in
-    registers rather than in a buffer (rows up to :data:`HOLD_MAX_N` wide)."""
+    registers rather than in a buffer (rows up to :data:`HOLD_MAX_N` wide), the second pass over a
+    row's chunks unrolled unless ``unroll`` is False."""
 
     chunk: int
     rows_per_program: int
@@ -132,15 +134,16 @@ class BackwardChunkedRow:
     programs_per_sm: float
     split: bool = False
     hold_partials: bool = False
+    unroll: bool = True
 
     def launch(self, chunk: int) -> Launch:
         return Launch(self.rows_per_program, chunk, self.num_warps, False, self.programs_per_sm, split=self.split,
-                      hold_partials=self.hold_partials)
+                      hold_partials=self.hold_partials, unroll=self.unroll)
 
     @classmethod
     def of(cls, launch: Launch) -> "BackwardChunkedRow":
         return cls(launch.block_n, launch.block_m, launch.num_warps, launch.programs_per_sm, launch.split,
-                   launch.hold_partials)
+                   launch.hold_partials, launch.unroll)
 
 
 # BEGIN TABLE
