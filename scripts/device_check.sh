@@ -18,9 +18,11 @@
 # PRESET fills in what is not set, for a short lease (each meant to fit one 10-minute call):
 #   PRESET=launch   host time per call, the whole models' training steps (profiled), then the bench at
 #                   the small-M and short-row shapes (bf16, ours against torch and Liger, with graphs)
-#   PRESET=kernels  the GPU tests, memcheck, the sweep (150 s), then the bf16 bench at the standard
-#                   shapes with every peer
-# Output goes under $OUT (the device tool's folder; runs/device elsewhere). Each step runs even
+#   PRESET=kernels  the sweep (150 s; it checks each candidate's results before timing it), then the
+#                   GPU tests and memcheck with the table it wrote
+#   PRESET=bench    the bench at the standard bf16 shapes, every peer, with graphs
+# Output goes under $OUT (the device tool's folder; runs/device elsewhere); with the device tool, set
+# BUNDLE=1 (see below). Each step runs even
 # when an earlier one failed; a summary is printed last and the exit status is 1 if any failed.
 #
 #   run: bash scripts/device_check.sh            (carry .whl for liger-kernel, if wanted)
@@ -37,11 +39,21 @@ case "${PRESET:-}" in
     : "${HOST_ARGS:=--impl torch --impl layernorm --impl liger}"
     : "${BENCH_ARGS:=--dtype bf16 --shape 8x4096 --shape 512x4096 --shape 32768x768 --shape 32768x1024 --shape 32768x2048 --shape 32768x4096 --impl torch --impl layernorm --impl liger --cuda-graph}" ;;
   kernels)
-    : "${STEPS:=tests memcheck sweep bench}" "${SWEEP:=1}" "${SWEEP_BUDGET_S:=150}" "${BENCH_OPS:=layer_norm}"
-    : "${BENCH_ARGS:=--dtype bf16}" ;;
-  *) echo "PRESET: no preset '$PRESET' (launch, kernels)"; exit 2 ;;
+    : "${STEPS:=sweep tests memcheck}" "${SWEEP:=1}" "${SWEEP_BUDGET_S:=150}" ;;
+  bench)
+    : "${STEPS:=bench}" "${BENCH_OPS:=layer_norm}" "${BENCH_ARGS:=--dtype bf16 --cuda-graph}" ;;
+  *) echo "PRESET: no preset '$PRESET' (launch, kernels, bench)"; exit 2 ;;
 esac
 OUT=${OUT:-runs/device}
+# BUNDLE=1: the results are written to a scratch folder and, after every step, packed into OUT as
+# log.txt, results.tar.gz and traces.tar.gz (the profiles): three files, whatever the steps wrote, for
+# a caller that takes back only a few files (the device tool: 8), and a run cut short keeps its steps.
+BUNDLE_TO=""
+if [ "${BUNDLE:-0}" = 1 ]; then
+  BUNDLE_TO=$OUT
+  mkdir -p "$BUNDLE_TO"
+  OUT=$(mktemp -d "${TMPDIR:-/tmp}/device_check.XXXXXX")
+fi
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 export PYTHONUNBUFFERED=1
@@ -58,6 +70,16 @@ step() {  # step NAME COMMAND...: run, log, remember the verdict
   local rc=${PIPESTATUS[0]}
   summary+=("$(printf '%-10s %-4s %4ss' "$name" "$([ "$rc" = 0 ] && echo ok || echo FAIL:$rc)" $((SECONDS - t0)))")
   [ "$rc" = 0 ] || status=1
+  bundle
+}
+
+bundle() {  # BUNDLE=1: pack what the steps wrote into BUNDLE_TO
+  [ -n "$BUNDLE_TO" ] || return 0
+  cp "$LOG" "$BUNDLE_TO/log.txt"
+  tar czf "$BUNDLE_TO/results.tar.gz" -C "$OUT" --exclude='./profile_*' .
+  local traces=()
+  for d in "$OUT"/profile_*; do [ -e "$d" ] && traces+=("$(basename "$d")"); done
+  [ ${#traces[@]} -eq 0 ] || tar czf "$BUNDLE_TO/traces.tar.gz" -C "$OUT" "${traces[@]}"
 }
 
 # Wheels carried in .whl (liger-kernel: pure Python) go to a private site folder.
@@ -203,4 +225,5 @@ judge_bar
 
 echo "=== summary" | tee -a "$LOG"
 printf '%s\n' "${summary[@]}" | tee -a "$LOG"
+bundle
 exit $status

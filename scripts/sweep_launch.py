@@ -19,6 +19,10 @@ parallel processes (layernorm.kernels.precompile) into Triton's on-disk
 cache: compiled one at a time as each is first timed, they would take most
 of the sweep's time (about a second each, over 500 kernels for bf16 and fp32).
 
+Every candidate is checked before it is timed: the forward's y and the
+backward's dx, dweight and dbias against PyTorch's in float32; a wrong one is
+logged as an error and never chosen.
+
 Timing: ``triton.testing.do_bench`` median over about 1/4 GiB of rows, LayerNorm
 with weight and bias (the common case); the backward includes the dweight /
 dbias reduction.
@@ -90,10 +94,33 @@ def time_forward(cand, x, w, b, quick):
         return bench(lambda: precompile.forward(x, w, b), quick), (mean, rstd)
 
 
+_expected_grads = {}  # the float32 gradients of the inputs last timed (one width at a time)
+
+
+def expected_grads(x, w, b, dy):
+    """dx, dweight, dbias of LayerNorm in float32 through PyTorch's autograd, for the inputs of one
+    width (kept while that width is swept)."""
+    key = (x.data_ptr(), w.data_ptr(), b.data_ptr(), dy.data_ptr(), tuple(x.shape))
+    if key not in _expected_grads:
+        _expected_grads.clear()
+        xf, wf, bf = (t.detach().float().requires_grad_() for t in (x, w, b))
+        torch.nn.functional.layer_norm(xf, x.shape[-1:], wf, bf).backward(dy.float())
+        _expected_grads[key] = (xf.grad, wf.grad, bf.grad)
+    return _expected_grads[key]
+
+
+def check_backward(cand, got, expected):
+    """A candidate whose gradients are wrong is refused (logged as an error), never timed."""
+    for name, g, want in zip(("dx", "dweight", "dbias"), got, expected):
+        err = (torch.linalg.vector_norm(g.float() - want) / torch.linalg.vector_norm(want)).item()
+        if not err < 2e-2:  # bf16 rounding is 4e-3; a wrong kernel is off by order 1 (or NaN)
+            raise RuntimeError(f"wrong {name} for {cand}: relative error {err:.3g}")
+
+
 def time_backward(cand, x, w, b, dy, stats, quick):
     mean, rstd = stats
     with table.forced(launch=cand):
-        precompile.backward(dy, x, w, b, mean, rstd)
+        check_backward(cand, precompile.backward(dy, x, w, b, mean, rstd), expected_grads(x, w, b, dy))
         return bench(lambda: precompile.backward(dy, x, w, b, mean, rstd), quick)
 
 
@@ -263,6 +290,7 @@ def sweep_exact(element_bytes, quick, log, deadline):
                 print(f"  {dtype} N={n} {name}: padded {padded_times[n][0] * 1e3:.1f} us, "
                       f"exact chunks {best[0] * 1e3:.1f} us", flush=True)
         x = w = b = dy = None  # freed before the next width's inputs
+        _expected_grads.clear()
         torch.cuda.empty_cache()
     key = table._element_key(element_bytes)
     return (table_writer.exact_rows(table.FORWARD_EXACT[key], padded_fwd, exact_fwd, table.ForwardChunkedRow),
@@ -301,6 +329,7 @@ def sweep(element_bytes, quick, log, deadline):
                   f"forward {min(fwd, key=lambda t: t[0])[0] * 1e3 if fwd else float('nan'):.1f} us, "
                   f"backward {min(bwd, key=lambda t: t[0])[0] * 1e3 if bwd else float('nan'):.1f} us", flush=True)
         x = w = b = dy = None  # freed before the next width's inputs
+        _expected_grads.clear()
         torch.cuda.empty_cache()
 
     key = table._element_key(element_bytes)

@@ -25,7 +25,7 @@ def test_the_script_parses():
 def test_an_unknown_preset_is_refused_before_anything_runs(tmp_path):
     done = run(tmp_path, PRESET="everything")
     assert done.returncode == 2
-    assert "no preset 'everything'" in done.stdout and "launch, kernels" in done.stdout
+    assert "no preset 'everything'" in done.stdout and "launch, kernels, bench" in done.stdout
     assert not (tmp_path / "log.txt").exists()
 
 
@@ -34,3 +34,16 @@ def test_an_unknown_step_fails_the_run_and_names_the_steps(tmp_path):
     assert done.returncode == 1
     assert "no step 'bench-everything'" in done.stdout and "tests memcheck sweep" in done.stdout
     assert "=== summary" in (tmp_path / "log.txt").read_text()
+
+
+def test_bundle_packs_the_results_into_a_few_files(tmp_path):
+    """BUNDLE=1 (for a caller that takes back only a few files): OUT holds the log and one archive
+    of everything the steps wrote, even when a step failed."""
+    import tarfile
+
+    done = run(tmp_path, STEPS="bench-everything", BUNDLE="1")
+    assert done.returncode == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "results.tar.gz"]
+    with tarfile.open(tmp_path / "results.tar.gz") as archive:
+        log = archive.extractfile("./log.txt").read().decode()
+    assert "no step 'bench-everything'" in log and log == (tmp_path / "log.txt").read_text()

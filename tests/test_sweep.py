@@ -152,3 +152,26 @@ def test_jobs_are_every_launch_the_sweep_times(sweep, fake_gpu, monkeypatch):
         # and the only ones timed but not compiled ahead: the padded launches the exact rows are
         # measured against, which come from the rows just swept
         assert {(t[3], t[4]) for t in got - planned} <= padded
+
+
+def test_a_candidate_with_wrong_gradients_is_refused(sweep):
+    """The sweep checks each backward candidate's gradients against PyTorch's before timing it."""
+    g = torch.Generator().manual_seed(5)
+    x = (0.5 * torch.randn(64, 48, generator=g) - 2.3).bfloat16()
+    w, b = (torch.randn(48, generator=g).bfloat16() for _ in range(2))
+    dy = torch.randn(64, 48, generator=g).bfloat16()
+    expected = sweep.expected_grads(x, w, b, dy)
+    xd = x.double().requires_grad_()
+    wd, bd = (t.double().requires_grad_() for t in (w, b))
+    torch.nn.functional.layer_norm(xd, (48,), wd, bd).backward(dy.double())
+    right = tuple(t.grad.to(torch.bfloat16) for t in (xd, wd, bd))  # rounded as a bf16 kernel's are
+    sweep.check_backward("right", right, expected)
+    for i in range(3):
+        wrong = list(right)
+        wrong[i] = wrong[i] * 1.1
+        with pytest.raises(RuntimeError, match="relative error"):
+            sweep.check_backward("wrong", wrong, expected)
+    nan = (right[0].clone().fill_(float("nan")), right[1], right[2])
+    with pytest.raises(RuntimeError, match="wrong dx"):
+        sweep.check_backward("nan", nan, expected)
+    assert sweep.expected_grads(x, w, b, dy) is expected  # kept while the width is swept
