@@ -44,3 +44,19 @@ def test_precompile_with_no_workers_compiles_nothing():
     report = precompile.precompile([job], workers=0)
     assert (report.jobs, report.workers, report.errors) == (1, 0, [])
     assert "1 launch in" in str(report)
+
+
+def _die():
+    raise SystemExit(3)  # a worker process that cannot start (no GPU, a broken driver)
+
+
+def test_a_pool_that_fails_is_reported_and_does_not_stop_the_caller():
+    from layernorm.kernels import precompile, table
+
+    import torch
+
+    jobs = [precompile.Job(False, torch.float32, 8, 64, table.Launch(1, 64, 4, True)),
+            precompile.Job(True, torch.float32, 8, 64, table.Launch(1, 64, 4, True, 1))]
+    report = precompile.precompile(jobs, workers=2, initializer=_die)
+    assert report.errors and all("not precompiled" in e for e in report.errors)
+    assert f"{len(report.errors)} errors" in str(report)

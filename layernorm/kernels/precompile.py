@@ -137,7 +137,7 @@ class Report:
     errors: List[str]
 
     def __str__(self) -> str:
-        refused = f"; {len(self.errors)} refused by the compiler" if self.errors else ""
+        refused = f"; {len(self.errors)} errors (shapes the compiler refused, or a worker lost)" if self.errors else ""
         launches = f"{self.jobs} launch{'' if self.jobs == 1 else 'es'}"
         return f"precompiled the kernels of {launches} in {self.seconds:.0f} s with {self.workers} processes{refused}"
 
@@ -159,6 +159,10 @@ def precompile(jobs: Sequence[Job], workers: int, device: str = "cuda",
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(ordered)), mp_context=context,
                              initializer=initializer) as pool:
-        for found in pool.map(compile_jobs, ordered, [device] * len(ordered)):
-            errors += found
+        futures = [pool.submit(compile_jobs, group, device) for group in ordered]
+        for group, future in zip(ordered, futures):
+            try:
+                errors += future.result()
+            except Exception as exc:  # a worker that died: its launches compile when first timed
+                errors.append(f"{len(group)} launches not precompiled: {type(exc).__name__}: {str(exc)[:200]}")
     return Report(len(jobs), min(workers, len(ordered)), time.time() - start, errors)
