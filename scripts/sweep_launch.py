@@ -420,7 +420,7 @@ def main():
     precompiled = []
     for element_bytes in args.element_bytes or (2,):
         report = precompile.precompile(jobs(element_bytes, args.quick), args.workers)
-        print(report, flush=True)
+        print(report, *(f"  {e}" for e in report.errors[:5]), sep="\n", flush=True)
         precompiled.append(vars(report))
         f, fc, b, bc = sweep(element_bytes, args.quick, log, deadline)
         fwd[element_bytes], fwd_chunked[element_bytes], bwd[element_bytes], bwd_chunked[element_bytes] = f, fc, b, bc
