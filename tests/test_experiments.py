@@ -458,3 +458,23 @@ def test_run_experiment_passes_the_seeds_to_the_experiment(tmp_path, monkeypatch
     monkeypatch.setattr(small_batch, "run", lambda **kw: seen.update(kw) or {"verdict": "stub"})
     run_experiment("small-batch", tmp_path, device="cpu", seed=7, seeds=2)
     assert (seen["seed"], seen["seeds"]) == (7, 2)
+
+
+def test_tokens_per_second_times_torchs_norms_then_ours(monkeypatch):
+    """The GPU throughput of the transformer experiment, run on the CPU with a tiny model (the CUDA
+    synchronizations stubbed): torch.nn.LayerNorm first, then the same model patched."""
+    import torch
+
+    import layernorm
+    from layernorm.experiments import transformer
+
+    seen = []
+    for name in ("patch", "unpatch"):
+        original = getattr(layernorm, name)
+        monkeypatch.setattr(layernorm, name, lambda model, _o=original, _n=name: (seen.append(_n), _o(model))[1])
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
+    cfg = transformer.GPTConfig(vocab_size=13, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    got = transformer.tokens_per_second(13, "cpu", steps=2, cfg=cfg, batch=4)
+    assert seen == ["unpatch", "patch"]
+    assert set(got) == {"torch.nn.LayerNorm", "layernorm"}
+    assert all(v > 0 and math.isfinite(v) for v in got.values())
