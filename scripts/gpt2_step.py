@@ -22,6 +22,9 @@ lists every host synchronization in the step (stream, device or event
 synchronize, a blocking copy, ``aten::item`` / ``_local_scalar_dense``),
 marking the ones whose stack passes through ``layernorm``: the patched step
 should add none.
+
+``--device cpu --tiny`` runs the same on 2-layer models of width 64 anywhere:
+a check of this script (``tests/test_model_step.py``), not a measurement.
 """
 
 from __future__ import annotations
@@ -38,36 +41,46 @@ import torch
 import layernorm
 
 
-def build_gpt2(batch: int, seq: int):
+# --tiny (a check of this script on any machine, e.g. the CPU: it measures nothing) shrinks every
+# model to 2 layers of 64.
+
+
+def build_gpt2(batch: int, seq: int, device: str, tiny: bool):
     """(model, loss of one step)"""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_positions=seq)).cuda()
-    tokens = torch.randint(0, model.config.vocab_size, (batch, seq), device="cuda")
+    size = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=512) if tiny else {}
+    model = GPT2LMHeadModel(GPT2Config(n_positions=seq, **size)).to(device)
+    tokens = torch.randint(0, model.config.vocab_size, (batch, seq), device=device)
     return model, lambda: model(tokens, labels=tokens).loss
 
 
-def build_encoder(batch: int, seq: int):
+def build_encoder(batch: int, seq: int, device: str, tiny: bool):
     """(model, loss of one step): a pre-norm encoder on random embeddings, mean-square loss."""
     torch.manual_seed(0)
-    layer = torch.nn.TransformerEncoderLayer(768, 12, 3072, dropout=0.1, activation="gelu", batch_first=True,
+    width, heads, ff, layers = (64, 4, 128, 2) if tiny else (768, 12, 3072, 12)
+    layer = torch.nn.TransformerEncoderLayer(width, heads, ff, dropout=0.1, activation="gelu", batch_first=True,
                                              norm_first=True)
-    model = torch.nn.TransformerEncoder(layer, 12, norm=torch.nn.LayerNorm(768), enable_nested_tensor=False).cuda()
-    x = torch.randn(batch, seq, 768, device="cuda")
-    mask = torch.nn.Transformer.generate_square_subsequent_mask(seq, device="cuda")
+    model = torch.nn.TransformerEncoder(layer, layers, norm=torch.nn.LayerNorm(width),
+                                        enable_nested_tensor=False).to(device)
+    x = torch.randn(batch, seq, width, device=device)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(seq, device=device)
     return model, lambda: model(x, mask=mask, is_causal=True).float().pow(2).mean()
 
 
-def build_llama(batch: int, seq: int):
+def build_llama(batch: int, seq: int, device: str, tiny: bool):
     """(model, loss of one step): a Llama-style decoder, random weights, its RMS norms HF's own."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16,
-                         num_key_value_heads=4, vocab_size=32000, max_position_embeddings=seq)
-    model = LlamaForCausalLM(config).cuda()
-    tokens = torch.randint(0, config.vocab_size, (batch, seq), device="cuda")
+    size = (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=512) if tiny else
+            dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16,
+                 num_key_value_heads=4, vocab_size=32000))
+    config = LlamaConfig(max_position_embeddings=seq, **size)
+    model = LlamaForCausalLM(config).to(device)
+    tokens = torch.randint(0, config.vocab_size, (batch, seq), device=device)
     return model, lambda: model(tokens, labels=tokens).loss
 
 
@@ -80,10 +93,10 @@ MODELS = {
 }
 
 
-def training_step(optimizer, loss_fn):
+def training_step(optimizer, loss_fn, device: str):
     """One step: forward under bf16 autocast, backward, optimizer step, gradients dropped."""
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             loss = loss_fn()
         loss.backward()
         optimizer.step()
@@ -92,12 +105,17 @@ def training_step(optimizer, loss_fn):
     return step
 
 
-def step_ms(model, optimizer, loss_fn, warmup: int, steps: int) -> float:
-    step = training_step(optimizer, loss_fn)
+def step_ms(model, optimizer, loss_fn, warmup: int, steps: int, device: str) -> float:
+    step = training_step(optimizer, loss_fn, device)
     for _ in range(warmup):
         step()
     times = []
     for _ in range(steps):
+        if not device.startswith("cuda"):  # --tiny on the CPU: wall time
+            start = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - start) * 1e3)
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         step()
@@ -112,14 +130,14 @@ _SYNC_NAMES = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynch
                "aten::item", "aten::_local_scalar_dense", "aten::nonzero")
 
 
-def profile_step(model, optimizer, loss_fn, variant: str, out_dir: Path) -> dict:
+def profile_step(model, optimizer, loss_fn, variant: str, out_dir: Path, device: str) -> dict:
     """One step under torch.profiler: the trace file, and the host synchronizations in it."""
     import gzip
     import shutil
 
     from torch.profiler import ProfilerActivity, profile
 
-    step = training_step(optimizer, loss_fn)
+    step = training_step(optimizer, loss_fn, device)
     step()  # nothing compiles or allocates for the first time inside the trace
     activities = [ProfilerActivity.CPU]
     if torch.cuda.is_available():
@@ -133,18 +151,30 @@ def profile_step(model, optimizer, loss_fn, variant: str, out_dir: Path) -> dict
     with open(trace, "rb") as raw, gzip.open(f"{trace}.gz", "wb") as packed:  # traces of a step are large
         shutil.copyfileobj(raw, packed)
     trace.unlink()
-    syncs = []
-    for event in prof.events():
-        if event.name not in _SYNC_NAMES:
-            continue
-        stack = list(event.stack or [])
-        ours = any("layernorm/" in frame and "scripts/" not in frame for frame in stack)
-        syncs.append({"name": event.name, "ours": ours, "stack": stack[:8]})
+    syncs = host_syncs(prof.events())
     return {"trace": f"{trace}.gz", "host_syncs": len(syncs), "host_syncs_in_layernorm": sum(s["ours"] for s in syncs),
             "syncs": syncs}
 
 
-def main() -> int:
+def host_syncs(events) -> list:
+    """The host synchronizations among a profile's events, each with the Python frames it ran under
+    (``event.stack`` where the profiler fills it, else the enclosing Python-function events, which
+    ``with_stack=True`` records) and whether one of them is in the layernorm package."""
+    syncs = []
+    for event in events:
+        if event.name not in _SYNC_NAMES:
+            continue
+        frames = list(event.stack or [])
+        parent = event.cpu_parent
+        while parent is not None:
+            frames.append(parent.name)
+            parent = parent.cpu_parent
+        ours = any("layernorm/" in frame and "scripts/" not in frame for frame in frames)
+        syncs.append({"name": event.name, "ours": ours, "stack": frames[:8]})
+    return syncs
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=tuple(MODELS), default="gpt2")
     parser.add_argument("--batch", type=int, default=8)
@@ -154,13 +184,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/gpt2_step.json"))
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="also trace one step of each variant with torch.profiler into DIR")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("gpt2_step needs a CUDA GPU", file=sys.stderr)
+    parser.add_argument("--device", default="cuda", help="cuda (default), or cpu for a --tiny check")
+    parser.add_argument("--tiny", action="store_true",
+                        help="2 layers of 64: checks this script (on any device), measures nothing")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("gpt2_step needs a CUDA GPU (or --device cpu --tiny to check the script)", file=sys.stderr)
         return 2
     description, build, variants = MODELS[args.model]
-    model, loss_fn = build(args.batch, args.seq)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    model, loss_fn = build(args.batch, args.seq, args.device, args.tiny)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.device.startswith("cuda"))
     results = {}
     # Alternate the variants twice so clock drift shows up as spread, not as a difference.
     for round_ in range(2):
@@ -168,7 +201,7 @@ def main() -> int:
             layernorm.unpatch(model)
             if variant != variants[0]:  # the first variant is the model as built
                 layernorm.patch(model, fuse_add="fuse_add" in variant)
-            ms = step_ms(model, optimizer, loss_fn, args.warmup, args.steps)
+            ms = step_ms(model, optimizer, loss_fn, args.warmup, args.steps, args.device)
             results.setdefault(variant, []).append(ms)
             print(f"round {round_}: {variant:32s} {ms:8.2f} ms/step", flush=True)
     profiles = {}
@@ -177,15 +210,16 @@ def main() -> int:
             layernorm.unpatch(model)
             if variant != variants[0]:
                 layernorm.patch(model, fuse_add="fuse_add" in variant)
-            profiles[variant] = profile_step(model, optimizer, loss_fn, variant, args.profile)
+            profiles[variant] = profile_step(model, optimizer, loss_fn, variant, args.profile, args.device)
             found = profiles[variant]
             print(f"profile {variant}: {found['host_syncs']} host synchronizations in the step, "
                   f"{found['host_syncs_in_layernorm']} through layernorm ({found['trace']})", flush=True)
     baseline = min(results[variants[0]])
     summary = {
-        "model": description,
+        "model": description + (" (--tiny: 2 layers of 64, a check of the script)" if args.tiny else ""),
         "batch": args.batch, "seq": args.seq, "autocast": "bfloat16", "optimizer": "AdamW(fused=True)",
-        "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
+        "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "ms_per_step": results,
         "speedup": {v: baseline / min(results[v]) for v in variants[1:]},
