@@ -8,7 +8,9 @@ is the project's own judgement, kept here, out of the package:
 prints one line per row of the bar (``held`` / ``NOT HELD``, with the figure
 measured) and exits 1 when a row is not held. Several files are read as one
 set of results (a bandwidth run and a ``--host-time-only`` run, say). A row
-is judged only where the results hold its shapes.
+is judged only where the results hold some of its shapes; where they hold
+only some of them (or, for the ratio to the best peer, not every peer) and
+those clear the line, the row is ``partial``, not ``held``.
 
 The rows (bf16 unless said, M = 32768 rows unless said):
 
@@ -30,10 +32,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 OURS = "layernorm"
-Row = Tuple[str, str, bool]  # (row of the bar, figure measured, held)
+Row = Tuple[str, str, Optional[bool]]  # (row of the bar, figure measured, held; None: partial)
+# The peers a ratio to the best peer must have been measured against to be judged whole.
+PEERS = ("torch", "torch.compile", "liger")
+
+
+def _verdict(clear: bool, whole: bool) -> Optional[bool]:
+    """held (True), not held (False), or partial (None: what was measured clears, not all was)."""
+    return False if not clear else (True if whole else None)
 
 # Peers that add and normalise in two passes; torch.compile and Liger's fused kernel fuse them.
 UNFUSED_ADD_PEERS = ("torch", "liger", "add + layernorm")
@@ -59,7 +68,10 @@ def bandwidth_rows(results: Sequence[dict]) -> List[Row]:
         got = [(n, r) for n, r in got if r is not None]
         if got:
             figures = ", ".join(f"N={n}: {r['pct_ceiling']:.1f}%" for n, r in got)
-            rows.append((f"{op} {label}", figures, all(r["pct_ceiling"] >= need for _, r in got)))
+            if len(got) < len(shapes):
+                figures += f" ({len(got)} of {len(shapes)} shapes measured)"
+            rows.append((f"{op} {label}", figures,
+                         _verdict(all(r["pct_ceiling"] >= need for _, r in got), len(got) == len(shapes))))
 
     for op in ("layer_norm", "rms_norm"):
         pct_row(op, "forward >= 95% of ceiling, bf16 N 1024..16384 (M=32768)",
@@ -79,6 +91,7 @@ def bandwidth_rows(results: Sequence[dict]) -> List[Row]:
                 o, t = impls[OURS]["ms"] * 1e3, impls["torch"]["ms"] * 1e3
                 rows.append((f"layer_norm {p} at M={m}, N=4096 no slower than torch", f"{o:.1f} us vs torch {t:.1f} us", o <= t))
     worst: Dict[str, Tuple[float, str]] = {}
+    missing: Dict[str, set] = {}  # peers absent from some of a row's shapes
     for key, impls in by_key.items():
         if OURS not in impls:
             continue
@@ -86,8 +99,12 @@ def bandwidth_rows(results: Sequence[dict]) -> List[Row]:
         label = f"{key[0]} ratio to best peer >= 1.0 ({key[1]} x, {key[2]} weights)"
         if label not in worst or not (ratio >= worst[label][0]):  # a NaN ratio is the worst
             worst[label] = (ratio, f"{key[5]} M={key[3]} N={key[4]}")
+        missing.setdefault(label, set()).update(p for p in PEERS if p not in impls)
     for label, (ratio, where) in sorted(worst.items()):
-        rows.append((label, f"worst {ratio:.3f} ({where})", ratio >= 1.0))
+        figure = f"worst {ratio:.3f} ({where})"
+        if missing[label]:
+            figure += f"; not measured against {', '.join(sorted(missing[label]))}"
+        rows.append((label, figure, _verdict(ratio >= 1.0, not missing[label])))
     rows.extend(_add_norm_rows(by_key))
     return rows
 
@@ -142,7 +159,7 @@ def main(argv: Sequence[str]) -> int:
               + ("" if p.get("complete", True) else " (run cut short: partial results)"))
     rows = judge(payloads)
     for row, figure, held in rows:
-        print(f"{'held' if held else 'NOT HELD':<9} {row}: {figure}")
+        print(f"{'partial' if held is None else 'held' if held else 'NOT HELD':<9} {row}: {figure}")
     if not rows:
         print("no row of the bar can be judged from these results")
     return 0 if all(held for _, _, held in rows) else 1

@@ -35,7 +35,7 @@ def test_worst_ratio_to_best_peer_and_a_nan_counts_as_worst(bar):
     results = [record("rms_norm", 32768, 768, "layernorm", "backward", ratio=1.1),
                record("rms_norm", 32768, 4096, "layernorm", "forward", ratio=0.99)]
     (row,) = [r for r in bar.bandwidth_rows(results) if "ratio to best peer" in r[0]]
-    assert row[1] == "worst 0.990 (forward M=32768 N=4096)" and not row[2]
+    assert row[1].startswith("worst 0.990 (forward M=32768 N=4096)") and row[2] is False
     results.append(record("rms_norm", 4096, 65536, "layernorm", "forward", ratio=float("nan")))
     (row,) = [r for r in bar.bandwidth_rows(results) if "ratio to best peer" in r[0]]
     assert "nan" in row[1] and not row[2]
@@ -64,8 +64,10 @@ def test_command_reads_several_files_and_exits_1_on_a_row_not_held(bar, tmp_path
     fast = bench.Result("layer_norm", "bf16", "bf16", 8, 4096, "layernorm", "forward", ms=0.010,
                           ratio_to_best_peer=1.2)
     slow_torch = bench.Result("layer_norm", "bf16", "bf16", 8, 4096, "torch", "forward", ms=0.012)
+    slower = [bench.Result("layer_norm", "bf16", "bf16", 8, 4096, peer, "forward", ms=0.013)
+              for peer in ("torch.compile", "liger")]  # every peer measured: the ratio row is whole
     first = bench.write_results(str(tmp_path / "a"), {"device": "cpu"}, 3000.0, "table",
-                                [bench.Case("layer_norm", "bf16", "bf16", 8, 4096, results=[fast, slow_torch])],
+                                [bench.Case("layer_norm", "bf16", "bf16", 8, 4096, results=[fast, slow_torch, *slower])],
                                 complete=True)
     host = [{"op": "layer_norm", "dtype": "bf16", "M": 8, "N": 4096, "impl": impl, "pass": "forward+backward",
              "us": us, "note": ""} for impl, us in (("layernorm", 90.0), ("torch", 40.0))]
@@ -76,3 +78,28 @@ def test_command_reads_several_files_and_exits_1_on_a_row_not_held(bar, tmp_path
     assert "held      layer_norm forward at M=8, N=4096 no slower than torch: 10.0 us vs torch 12.0 us" in out
     assert "NOT HELD  layer_norm host forward+backward" in out
     assert bar.main([first]) == 0
+
+
+def test_a_row_measured_in_part_is_partial_not_held(bar):
+    forward = [record("layer_norm", 32768, n, "layernorm", "forward", pct=96.0) for n in (1024, 2048)]
+    (row,) = [r for r in bar.bandwidth_rows(forward) if "forward >= 95%" in r[0]]
+    assert row[2] is None and "(2 of 5 shapes measured)" in row[1]
+    forward[0]["pct_ceiling"] = 90.0  # what was measured already misses: not held, whatever is missing
+    (row,) = [r for r in bar.bandwidth_rows(forward) if "forward >= 95%" in r[0]]
+    assert row[2] is False
+
+
+def test_a_ratio_without_every_peer_is_partial(bar):
+    results = [record("layer_norm", 32768, 1024, impl, "forward", ratio=1.05) for impl in ("layernorm", "torch", "liger")]
+    (row,) = [r for r in bar.bandwidth_rows(results) if "ratio to best peer" in r[0]]
+    assert row[2] is None and "not measured against torch.compile" in row[1]
+    results.append(record("layer_norm", 32768, 1024, "torch.compile", "forward"))
+    (row,) = [r for r in bar.bandwidth_rows(results) if "ratio to best peer" in r[0]]
+    assert row[2] is True
+
+
+def test_partial_rows_do_not_pass_the_bar(bar, tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"results": [record("layer_norm", 32768, 1024, "layernorm", "forward", pct=99.0)]}))
+    assert bar.main([str(path)]) == 1
+    assert "partial" in capsys.readouterr().out
