@@ -1,11 +1,38 @@
-"""Shared test helpers: random inputs (never zeros), random parameters, the normwise error, and
-Llama's rounding order. The device each test runs on and the kernels' set-up: conftest.py."""
+"""Shared test helpers: random inputs (never zeros), random parameters, the normwise error,
+Llama's rounding order, and running the check programs and scripts that live beside the tests.
+The device each test runs on and the kernels' set-up: conftest.py."""
+
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
 
 import torch
 
 from layernorm.cli.check import TOLERANCE, relative_error
 
-__all__ = ["TOLERANCE", "llama_rms_norm", "params", "randn", "random_like_activations", "relative_error"]
+__all__ = ["TOLERANCE", "llama_rms_norm", "load_script", "params", "randn", "random_like_activations",
+           "relative_error", "run_compiling"]
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_compiling(program: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``tests/<program>`` with Triton compiling, not interpreting: a pytest process that has
+    imported the kernels under the interpreter cannot switch, so such checks run in a subprocess."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # Triton 3.9 warns once when unset
+    return subprocess.run([sys.executable, str(ROOT / "tests" / program)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` loaded as a module, to test its functions."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def random_like_activations(*shape, dtype=torch.float32, seed=0, device="cpu", offset=-2.3, scale=0.5):

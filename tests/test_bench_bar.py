@@ -1,20 +1,15 @@
 """scripts/bench_bar.py: the project's bar, judged from the results.json that ``layernorm bench`` writes."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_bar.py"
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def bar():
-    spec = importlib.util.spec_from_file_location("bench_bar", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_bar")
 
 
 def record(op, m, n, impl, pass_, ms=1.0, pct=97.0, ratio=1.0, dtype="bf16", weight_dtype="bf16"):

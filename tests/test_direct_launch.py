@@ -8,24 +8,19 @@ runs it on each Triton minor version from 3.2 up.
 """
 
 import importlib.util
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+
+from helpers import run_compiling
 
 # find_spec, not import: which mode Triton runs in is the harness's choice (conftest.py).
 if importlib.util.find_spec("triton") is None:
     pytest.skip("triton is not installed", allow_module_level=True)
 
-CHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "direct_launch_check.py")
-
 
 def test_direct_launch_passes_what_tritons_path_passes():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # Triton 3.9 warns once when unset
-    done = subprocess.run([sys.executable, CHECK], env=env, capture_output=True, text=True, timeout=600)
+    done = run_compiling("direct_launch_check.py")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "launches matched" in done.stdout
 

@@ -1,22 +1,17 @@
 """scripts/gpt2_step.py, the whole-model training step, checked on the CPU with --tiny models."""
 
-import importlib.util
 import json
 import pathlib
-import sys
 
 import pytest
 import torch
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "gpt2_step.py"
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def step_script():
-    spec = importlib.util.spec_from_file_location("gpt2_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpt2_step")
 
 
 @pytest.mark.parametrize("model", ["gpt2", "encoder", "llama"])

@@ -7,22 +7,17 @@ subprocess, with the installed Triton and a stand-in sm_90 driver.
 """
 
 import importlib.util
-import os
-import subprocess
-import sys
 
 import pytest
+
+from helpers import run_compiling
 
 if importlib.util.find_spec("triton") is None:
     pytest.skip("triton is not installed", allow_module_level=True)
 
-CHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "precompile_check.py")
-
 
 def test_precompiled_kernels_are_the_ones_the_launches_ask_for():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # Triton 3.9 warns once when unset
-    done = subprocess.run([sys.executable, CHECK], env=env, capture_output=True, text=True, timeout=900)
+    done = run_compiling("precompile_check.py", timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ask for the same" in done.stdout and "found all" in done.stdout, done.stdout
 
