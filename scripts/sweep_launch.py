@@ -94,19 +94,24 @@ def time_forward(cand, x, w, b, quick):
         return bench(lambda: precompile.forward(x, w, b), quick), (mean, rstd)
 
 
-_expected_grads = {}  # the float32 gradients of the inputs last timed (one width at a time)
+_expected_grads = []  # [(the inputs, their float32 gradients)] of the width being swept
 
 
 def expected_grads(x, w, b, dy):
     """dx, dweight, dbias of LayerNorm in float32 through PyTorch's autograd, for the inputs of one
-    width (kept while that width is swept)."""
-    key = (x.data_ptr(), w.data_ptr(), b.data_ptr(), dy.data_ptr(), tuple(x.shape))
-    if key not in _expected_grads:
-        _expected_grads.clear()
+    width (computed once, kept until ``release_width``)."""
+    inputs_now = (x, w, b, dy)
+    if not (_expected_grads and all(held is now for held, now in zip(_expected_grads[0][0], inputs_now))):
         xf, wf, bf = (t.detach().float().requires_grad_() for t in (x, w, b))
         torch.nn.functional.layer_norm(xf, x.shape[-1:], wf, bf).backward(dy.float())
-        _expected_grads[key] = (xf.grad, wf.grad, bf.grad)
-    return _expected_grads[key]
+        _expected_grads[:] = [(inputs_now, (xf.grad, wf.grad, bf.grad))]
+    return _expected_grads[0][1]
+
+
+def release_width():
+    """Free what one width's sweep held on the GPU (its inputs are dropped by the caller)."""
+    _expected_grads.clear()
+    torch.cuda.empty_cache()
 
 
 def check_backward(cand, got, expected):
@@ -290,8 +295,7 @@ def sweep_exact(element_bytes, quick, log, deadline):
                 print(f"  {dtype} N={n} {name}: padded {padded_times[n][0] * 1e3:.1f} us, "
                       f"exact chunks {best[0] * 1e3:.1f} us", flush=True)
         x = w = b = dy = None  # freed before the next width's inputs
-        _expected_grads.clear()
-        torch.cuda.empty_cache()
+        release_width()
     key = table._element_key(element_bytes)
     return (table_writer.exact_rows(table.FORWARD_EXACT[key], padded_fwd, exact_fwd, table.ForwardChunkedRow),
             table_writer.exact_rows(table.BACKWARD_EXACT[key], padded_bwd, exact_bwd, table.BackwardChunkedRow))
@@ -319,18 +323,16 @@ def sweep(element_bytes, quick, log, deadline):
             stats = saved[0]
             bwd = time_candidates(backward_cands, lambda c: time_backward(c, x, w, b, dy, stats, quick),
                                   {"pass": "backward", **entry}, log)
-            if fwd:
-                ms, cand = min(fwd, key=lambda t: t[0])
-                (best_fwd if single else chunked_fwd_times)[block_n] = (ms, cand)
-            if bwd:
-                ms, cand = min(bwd, key=lambda t: t[0])
-                (best_bwd if single else chunked_bwd_times)[block_n] = (ms, cand)
+            best_f, best_b = _fastest(fwd), _fastest(bwd)
+            if best_f:
+                (best_fwd if single else chunked_fwd_times)[block_n] = best_f
+            if best_b:
+                (best_bwd if single else chunked_bwd_times)[block_n] = best_b
             print(f"  {dtype} N={block_n} {'registers' if single else 'chunked'}: "
-                  f"forward {min(fwd, key=lambda t: t[0])[0] * 1e3 if fwd else float('nan'):.1f} us, "
-                  f"backward {min(bwd, key=lambda t: t[0])[0] * 1e3 if bwd else float('nan'):.1f} us", flush=True)
+                  f"forward {best_f[0] * 1e3 if best_f else float('nan'):.1f} us, "
+                  f"backward {best_b[0] * 1e3 if best_b else float('nan'):.1f} us", flush=True)
         x = w = b = dy = None  # freed before the next width's inputs
-        _expected_grads.clear()
-        torch.cuda.empty_cache()
+        release_width()
 
     key = table._element_key(element_bytes)
     return (table_writer.register_rows(table.FORWARD[key], best_fwd, chunked_fwd_times, table.ForwardRow),

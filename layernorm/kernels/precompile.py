@@ -147,13 +147,13 @@ def precompile(jobs: Sequence[Job], workers: int, device: str = "cuda",
     """Compile the kernels of ``jobs`` in ``workers`` fresh processes (spawned: no CUDA state is
     inherited), so that the launches of this process find them in Triton's on-disk cache.
     ``initializer`` runs first in each worker (tests install a stand-in driver with it)."""
+    errors: List[str] = []
+    if workers <= 0 or not jobs:
+        return Report(len(jobs), 0, 0.0, errors)
     start = time.time()
     groups: Dict[Tuple[Any, ...], List[Job]] = {}
     for job in jobs:
         groups.setdefault(_same_kernels(job), []).append(job)
-    errors: List[str] = []
-    if workers <= 0 or not jobs:
-        return Report(len(jobs), 0, 0.0, errors)
     # Largest groups first, so that the pool does not end waiting on one long group.
     ordered = sorted(groups.values(), key=len, reverse=True)
     context = multiprocessing.get_context("spawn")
