@@ -41,7 +41,9 @@ class LayerNormTypeError(TypeError, RuntimeError):
 
 
 def normalized_shape_tuple(normalized_shape) -> Tuple[int, ...]:
-    """``int | list | tuple | torch.Size`` of positive ints -> ``tuple``."""
+    """``int | list | tuple | torch.Size`` of sizes ``>= 0`` -> ``tuple``.
+
+    A size of 0 is allowed, as PyTorch allows it: the rows are empty and so is the output."""
     # What modules pass on every call, a tuple of positive ints, returned as it is: the general
     # check below (isinstance of every entry, a new tuple) shows in a small call's host time.
     if type(normalized_shape) is tuple and normalized_shape and all(
@@ -66,8 +68,8 @@ def normalized_shape_tuple(normalized_shape) -> Tuple[int, ...]:
         )
     if len(shape) == 0:
         raise LayerNormValueError("normalized_shape must name at least one dimension, got ()")
-    if any(d < 1 for d in shape):
-        raise LayerNormValueError(f"normalized_shape must contain positive sizes, got {shape}")
+    if any(d < 0 for d in shape):
+        raise LayerNormValueError(f"normalized_shape must contain sizes >= 0, got {shape}")
     return shape
 
 

@@ -199,8 +199,9 @@ BAD_CALLS = [
     ("more normalized dims than the input has", lambda f: f(randn(8), (2, 8)), ValueError,
      r"normalized_shape \[2, 8\].*input of shape \[8\]"),
     ("empty normalized_shape", lambda f: f(X, ()), ValueError, r"at least one dimension, got \(\)"),
-    ("zero in normalized_shape", lambda f: f(X, (0,)), ValueError, r"positive sizes, got \(0,\)"),
-    ("negative normalized_shape", lambda f: f(X, (-8,)), ValueError, r"positive sizes, got \(-8,\)"),
+    ("zero in normalized_shape, not the input's", lambda f: f(X, (0,)), ValueError,
+     r"normalized_shape \[0\].*input of shape \[4, 8\]"),
+    ("negative normalized_shape", lambda f: f(X, (-8,)), ValueError, r"sizes >= 0, got \(-8,\)"),
     ("float in normalized_shape", lambda f: f(X, (8.0,)), TypeError, r"only ints, got \(8.0,\)"),
     ("integer input", lambda f: f(torch.arange(8).reshape(1, 8), (8,)), TypeError, "floating-point.*torch.int64"),
     ("input not a tensor", lambda f: f([[1.0, 2.0]], (2,)), TypeError, "torch.Tensor, got list"),
@@ -243,6 +244,21 @@ def assert_catchable_as_pytorchs_and_ours(call, pytorchs, documented, message):
 def test_bad_input_raises_what_pytorch_raises_and_what_we_document(op, what, call, documented, message):
     pytorchs = pytorchs_exception(call, op)
     assert_catchable_as_pytorchs_and_ours(lambda: call(getattr(layernorm, op)), pytorchs, documented, message)
+
+
+@pytest.mark.parametrize("impl", IMPLS, indirect=True)
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("shape,ns", [((8, 0), (0,)), ((2, 0, 3), (0, 3)), ((3, 4, 0), (4, 0)), ((0, 5), (5,))])
+def test_empty_rows_or_normalized_dims_behave_as_pytorchs(impl, op, shape, ns):
+    """PyTorch takes a normalized_shape with a 0 in it (each row is empty) and rows of 0; so do we,
+    with the same shapes out and back, and parameter gradients that are sums over no rows."""
+    x, w, dy = randn(*shape, seed=4), randn(*ns, seed=5), randn(*shape, seed=6)
+    call = (lambda f, **kw: lambda x, w: f(x, ns, w, **kw))
+    ours = outputs_and_grads(call(getattr(layernorm, op), impl=impl), x, w, dy=dy)
+    theirs = outputs_and_grads(call(getattr(F, op)), x, w, dy=dy)
+    for got, want in zip(ours, theirs):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert torch.equal(got, want)  # empty, or the zeros of a sum over no rows
 
 
 @pytest.mark.parametrize("what,bias,documented,message", [
