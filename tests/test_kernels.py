@@ -13,6 +13,7 @@ are tested in tests/test_table.py, ``layernorm bench`` in tests/test_bench.py.
 """
 
 import os
+import warnings
 
 import pytest
 import torch
@@ -359,6 +360,41 @@ def test_torch_compile_fullgraph_matches_eager():
         results.append([loss, *torch.autograd.grad(loss, args)])
     for eager, comp in zip(*results):
         torch.testing.assert_close(comp, eager, rtol=1e-5, atol=1e-5)
+
+
+FUSED_ADD = {
+    "add_layer": lambda x, r, w: ops.triton_add_layer_norm(x, r, (16,), w, None, 1e-5),
+    "add_rms": lambda x, r, w: ops.triton_add_rms_norm(x, r, (16,), w, 1e-5),
+}
+
+
+def test_compiling_the_fused_add_warns_of_nothing():
+    """torch.compile traces our Python up to the operators; nothing there should make it warn."""
+    x, residual = activations(3, 16, dtype=torch.float32), activations(3, 16, dtype=torch.float32, seed=9)
+    w, _ = params(16, torch.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch._dynamo.reset()
+        for call in FUSED_ADD.values():
+            torch.compile(call, fullgraph=True, backend="aot_eager")(x, residual, w)
+    assert not [str(w.message) for w in caught if "layernorm" in str(w.message) or "ops.py" in str(w.message)]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("op", list(FUSED_ADD))
+def test_the_residual_sum_needs_no_gradient_when_its_inputs_need_none(op, compiled):
+    """r' = x + residual depends on x and the residual only: a weight that wants a gradient
+    does not make r' want one (as ``x + residual`` computed apart would not)."""
+    x, residual = activations(3, 16, dtype=torch.float32), activations(3, 16, dtype=torch.float32, seed=9)
+    (w,) = leaves(params(16, torch.float32)[0])
+    call = FUSED_ADD[op]
+    if compiled:
+        torch._dynamo.reset()
+        call = torch.compile(call, fullgraph=True, backend="aot_eager")
+    y, r_out = call(x, residual, w)
+    assert y.requires_grad and not r_out.requires_grad
+    y, r_out = call(x.clone().requires_grad_(), residual, w)
+    assert y.requires_grad and r_out.requires_grad
 
 
 def test_triton_supported():

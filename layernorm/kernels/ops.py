@@ -31,8 +31,7 @@ import importlib.util
 import math
 import os
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -90,11 +89,21 @@ class Variant:
                 self.round_before_weight)
 
 
-@lru_cache(maxsize=None)
+_VARIANTS: Dict[Tuple[bool, bool, bool, float, bool], Variant] = {}
+
+
 def variant(is_rms: bool, store_residual: bool = False, residual_in_fp32: bool = False, weight_offset: float = 0.0,
             round_before_weight: bool = False) -> Variant:
-    """One shared object per variant: a call builds none (a frozen dataclass costs host time)."""
-    return Variant(is_rms, store_residual, residual_in_fp32, float(weight_offset), bool(round_before_weight))
+    """One shared object per variant: a call builds none (a frozen dataclass costs host time).
+    Not ``functools.lru_cache``: torch.compile traces this function, and warns about a cache
+    wrapper; while it traces, a new object is built (its guards cannot follow the dict's growth)."""
+    key = (bool(is_rms), bool(store_residual), bool(residual_in_fp32), float(weight_offset), bool(round_before_weight))
+    if torch.compiler.is_compiling():
+        return Variant(*key)
+    found = _VARIANTS.get(key)
+    if found is None:
+        found = _VARIANTS[key] = Variant(*key)
+    return found
 
 
 @dataclass(frozen=True)
@@ -369,7 +378,12 @@ def _save(ctx, x, residual, weight, bias, normalized_ndim, eps, v: Variant, r_ou
 def _setup_context(ctx, inputs, output):
     x, residual, weight, bias, normalized_ndim, eps, *fields = inputs
     _, r_out, mean, rstd = output
-    _save(ctx, x, residual, weight, bias, normalized_ndim, eps, variant(*fields), r_out, mean, rstd, True)
+    v = variant(*fields)
+    _save(ctx, x, residual, weight, bias, normalized_ndim, eps, v, r_out, mean, rstd, True)
+    non_differentiable = [mean, rstd]
+    if not v.store_residual or not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+        non_differentiable.append(r_out)  # an empty placeholder, or r' = x + residual of inputs with no gradient
+    ctx.mark_non_differentiable(*non_differentiable)
 
 
 def _norm_fwd_backward(ctx, dy, dr_out, _dmean, _drstd):
@@ -390,7 +404,11 @@ class _EagerNorm(torch.autograd.Function):
     def forward(ctx, x, residual, weight, bias, normalized_ndim, eps, v):
         y, r_out, mean, rstd = _forward(x, residual, weight, bias, normalized_ndim, eps, v)
         _save(ctx, x, residual, weight, bias, normalized_ndim, eps, v, r_out, mean, rstd, False)
-        return (y, r_out) if v.store_residual else y
+        if not v.store_residual:
+            return y
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+            ctx.mark_non_differentiable(r_out)  # r' = x + residual: not a function of the weight or bias
+        return y, r_out
 
     @staticmethod
     def backward(ctx, *grads):
