@@ -140,6 +140,11 @@ with table.forced(launch=table.Launch(1, 4096, 16, False, 1, hold_partials=True)
     ops.triton_layer_norm(x[:, :16000], (16000,), w[:16000], b[:16000], 1e-5).backward(dy[:, :16000])
     y, s = ops.triton_add_rms_norm(x[:, :16000], r[:, :16000], (16000,), w[:16000], 1e-5)
     torch.autograd.backward((y, s), (dy[:, :16000], dy[:, :16000]))
+# the paired backward (row programs beside column-tile programs, bands of 16 rows, the last one short)
+with table.forced(launch=table.Launch(1, 4096, 8, False, 1, band_rows=16)):
+    ops.triton_layer_norm(x, (n,), w, b, 1e-5).backward(dy)
+    y, s = ops.triton_add_rms_norm(x, r, (n,), w, 1e-5)
+    torch.autograd.backward((y, s), (dy, dy))
 # the chunked forward on a persistent grid (a sweep candidate for the widest rows)
 with table.forced(launch=table.Launch(1, 4096, 8, False, 1)):
     ops.triton_layer_norm(x, (n,), w, b, 1e-5).backward(dy)

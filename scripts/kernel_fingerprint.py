@@ -197,6 +197,8 @@ def _path_of(pass_: str, launch) -> str:
             return "chunked persistent" if launch.programs_per_sm > 0 else "chunked"
         if launch.hold_partials:
             return "held" if launch.unroll else "held loop"
+        if launch.band_rows:
+            return "paired"
         return "split" if launch.split else "chunked"
     if pass_ == "backward":
         return "lean" if launch.lean else "register"
@@ -219,6 +221,7 @@ def path_shapes(table) -> List[tuple]:
         ("backward", "split"): (65536, Launch(8, 1024, 8, False, 4, split=True)),
         ("backward", "held"): (16384, Launch(1, 4096, 16, False, 1, hold_partials=True)),
         ("backward", "held loop"): (16384, Launch(1, 2048, 16, False, 1, hold_partials=True, unroll=False)),
+        ("backward", "paired"): (65536, Launch(1, 2048, 16, False, 1, band_rows=32)),
     }
     out = []
     for (pass_, path), (width, launch) in fallback.items():

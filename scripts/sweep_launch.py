@@ -4,7 +4,8 @@ For each element size (bf16 for 2 bytes, fp32 for 4) and each row width
 ``block_n`` (a power of two), time every candidate (rows per program, warps,
 and for the backward programs per SM) of the register path, and the chunked
 path's candidates (chunk, rows, warps[, programs per SM]; the split backward;
-the backward holding its partial sums in registers) at wide rows; keep
+the backward holding its partial sums in registers; the paired backward) at
+wide rows; keep
 the fastest. Rows are held in registers up to the widest ``block_n`` where the
 register path still beats the chunked one.
 
@@ -184,6 +185,11 @@ def backward_candidates(block_n, single, quick):
             for rows, chunk, warps, unroll in itertools.product((1, 2), (2048, 4096), (16, 32), (True, False)):
                 if 4 <= rows * chunk / (warps * 32) <= 16 and chunk < block_n:
                     out.append(Launch(rows, chunk, warps, False, 1, hold_partials=True, unroll=unroll))
+        if block_n >= 16384:
+            # paired: row programs writing dx beside column-tile programs summing dweight / dbias, per band
+            # of rows read by both at about the same time (the second read from L2)
+            for chunk, warps, band_rows in itertools.product((2048, 4096), (8, 16), (16, 32, 64)):
+                out.append(Launch(1, chunk, warps, False, 1, band_rows=band_rows))
     return out[:: 2] if quick and len(out) > 8 else out
 
 

@@ -190,6 +190,7 @@ BACKWARD_PATHS = {
     "split": dict(launch=table.Launch(2, 16, 4, False, 1, split=True), programs=4),
     "held": dict(launch=table.Launch(2, 16, 4, False, 1, hold_partials=True), programs=2),
     "held loop": dict(launch=table.Launch(2, 16, 4, False, 1, hold_partials=True, unroll=False), programs=2),
+    "paired": dict(launch=table.Launch(1, 16, 4, False, 1, band_rows=2)),
 }
 
 

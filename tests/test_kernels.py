@@ -157,6 +157,48 @@ def test_chunked_backward_holding_its_partial_sums(kind, with_weight, dtype, unr
         check(kind, x, (40,), w if with_weight else None, b if with_weight else None, residual=residual)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer", "add_rms"])
+@pytest.mark.parametrize("with_weight", [True, False])
+@pytest.mark.parametrize("rows,band_rows", [(1, 5), (2, 12)], ids=["bands of 5 rows", "bands of 6 blocks"])
+def test_paired_backward(kind, with_weight, dtype, rows, band_rows):
+    """The paired backward (row programs and column-tile programs per band of rows): rows of 40
+    in 3 chunks / tiles of 16, the last ragged; 23 rows in bands of 5 (one tile step of 8 rows), or
+    of 6 blocks of 2 rows (12 and 11 rows: two tile steps, the last ragged, and a row block past
+    the rows); every gradient against float64."""
+    assert table.paired_tile_m(16) == 8
+    x = activations(23, 40, dtype=dtype, seed=22)
+    w, b = params(40, torch.float32)
+    residual = activations(23, 40, dtype=dtype, seed=23, offset=0.0) if kind.startswith("add") else None
+    paired = table.Launch(rows, 16, 4, False, 1, band_rows=band_rows)
+    with table.forced(launch=paired):
+        check(kind, x, (40,), w if with_weight else None, b if with_weight else None, residual=residual)
+
+
+def test_paired_backward_takes_the_chunked_path_without_parameter_gradients(monkeypatch):
+    """With no dweight or dbias wanted there is nothing for the tile programs: the plain chunked
+    backward writes dx; with one of them wanted, the paired kernel runs."""
+    from layernorm.kernels import launch
+
+    paired_launches = []
+    original = launch.norm_bwd_paired_kernel.launch
+    monkeypatch.setattr(launch.norm_bwd_paired_kernel, "launch",
+                        lambda *args, **kwargs: paired_launches.append(1) or original(*args, **kwargs))
+    x = activations(9, 40, dtype=torch.float32, seed=24)
+    w, b = params(40, torch.float32)
+    dy = randn(9, 40, dtype=torch.float32)
+    with table.forced(launch=table.Launch(1, 16, 4, False, 1, band_rows=4)):
+        for frozen, launches in (("both", 0), ("weight", 1)):
+            xx, ww, bb = leaves(x, w, b)
+            ww.requires_grad_(False)
+            bb.requires_grad_(frozen != "both")
+            ops.triton_layer_norm(xx, (40,), ww, bb, 1e-5).backward(dy)
+            ref, bref = leaves(x.double(), b.double())
+            F.layer_norm(ref, (40,), w.double(), bref).backward(dy.double())
+            assert error(xx.grad, ref.grad) < 1e-5 and len(paired_launches) == launches
+            assert bb.grad is None if frozen == "both" else error(bb.grad, bref.grad) < 1e-5
+
+
 def test_rows_too_wide_to_hold_their_partial_sums_take_the_chunked_path(monkeypatch):
     """Past HOLD_MAX_N a row asking for held partial sums is walked by the plain chunked backward."""
     from layernorm.kernels import launch
@@ -492,6 +534,14 @@ regs, stack = S.compiled_resources(norm_bwd_kernel, dict(
     BLOCK_M=1, BLOCK_N=4096, SINGLE_CHUNK=False, HAS_DRES=True, IS_RMS=False, HAS_WEIGHT=True, NEED_DW=True,
     NEED_DB=True, LEAN=False, HOLD_PARTIALS=True, NUM_CHUNKS=4), "bf16", "fp32", 16)
 assert regs > 0, ("held 16384", regs, stack)
+# the paired backward (row programs beside column-tile programs; a sweep candidate for the widest rows)
+from layernorm.kernels.norm import norm_bwd_paired_kernel
+for dtype, weight_dtype in (("bf16", "bf16"), ("fp32", "fp32")):
+    for is_rms, fused in ((False, False), (True, True)):
+        regs, stack = S.compiled_resources(norm_bwd_paired_kernel, dict(
+            BLOCK_M=1, BLOCK_N=2048, TILE_M=table.paired_tile_m(2048), IS_RMS=is_rms, HAS_WEIGHT=True,
+            NEED_DW=True, NEED_DB=not is_rms, HAS_DRES=fused), dtype, weight_dtype, 8)
+        assert regs > 0 and stack == 0 and S.programs_per_sm(regs, 8) >= 2, ("paired", dtype, regs, stack)
 print("largest stack frame", worst)
 """
 
@@ -627,6 +677,7 @@ OFFSET_PATHS = {
     "chunked": dict(max_single_block_n=16, chunk=16, programs=2),
     "lean": dict(launch=table.Launch(1, 64, 4, True, 1, lean=True), programs=2),
     "split": dict(launch=table.Launch(2, 16, 4, False, 1, split=True), programs=4),
+    "paired": dict(launch=table.Launch(1, 16, 4, False, 1, band_rows=2)),
 }
 
 

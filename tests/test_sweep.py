@@ -58,6 +58,17 @@ def test_persistent_chunked_forward_candidates_fit_one_sm(sweep):
     assert any(c.programs_per_sm == 0 for c in chunked)  # the non-persistent ones stay
 
 
+def test_paired_backward_candidates_are_offered_for_the_widest_rows_only(sweep):
+    def paired(n):
+        return [c for c in sweep.backward_candidates(n, single=False, quick=False) if c.band_rows]
+
+    assert not paired(8192)  # register rows and the held partial sums cover it
+    for n in (16384, 65536):
+        found = paired(n)
+        assert {c.band_rows for c in found} == {16, 32, 64} and {c.block_n for c in found} == {2048, 4096}
+        assert all(c.block_m == 1 and c.programs_per_sm == 1 and not (c.split or c.hold_partials) for c in found)
+
+
 def test_within_budget_stops_at_the_deadline(sweep, capsys):
     import time
 

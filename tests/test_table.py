@@ -49,6 +49,10 @@ def test_rows_give_the_launches_their_fields_name():
     assert looped.launch(4096) == Launch(1, 4096, 16, False, 1, hold_partials=True, unroll=False)
     assert BackwardChunkedRow.of(looped.launch(4096)) == looped
     assert table_writer.row_literal(looped).endswith("hold_partials=True, unroll=False)")
+    paired = BackwardChunkedRow(chunk=2048, rows_per_program=1, num_warps=8, programs_per_sm=1, band_rows=32)
+    assert paired.launch(2048) == Launch(1, 2048, 8, False, 1, band_rows=32)
+    assert BackwardChunkedRow.of(paired.launch(2048)) == paired
+    assert table_writer.row_literal(paired).endswith("programs_per_sm=1, band_rows=32)")
 
 
 def test_lookup_takes_the_register_row_of_the_width_else_the_nearest_wider_chunked_row(fresh_lookups):
@@ -83,9 +87,10 @@ def test_lean_rows_come_from_the_table(monkeypatch, fresh_lookups):
 
 def test_sweep_rows_read_back_as_the_launches_swept(monkeypatch, fresh_lookups):
     """What the sweep writes into the table, the lookup reads back unchanged: register rows (lean
-    or not), chunked rows (split or not), forward rows (persistent or not)."""
+    or not), chunked rows (split, paired or neither), forward rows (persistent or not)."""
     bwd_register = {64: (1.0, Launch(2, 64, 4, True, 2)), 128: (1.0, Launch(1, 128, 8, True, 1, lean=True))}
-    bwd_chunked = {8192: (1.0, Launch(4, 512, 8, False, 4, split=True)), 65536: (1.0, Launch(2, 2048, 8, False, 2))}
+    bwd_chunked = {8192: (1.0, Launch(4, 512, 8, False, 4, split=True)), 16384: (1.0, Launch(2, 2048, 8, False, 2)),
+                   65536: (1.0, Launch(1, 2048, 16, False, 1, band_rows=32))}
     fwd_register = {64: (1.0, Launch(4, 64, 4, True)), 128: (1.0, Launch(1, 128, 8, True, 1))}
     fwd_chunked = {8192: (1.0, Launch(1, 4096, 8, False)), 65536: (1.0, Launch(1, 8192, 16, False, 1))}
     tables = {

@@ -7,6 +7,7 @@
   residual add; forward, backward), each picking a path by its flags;
 - the paths: :mod:`.forward_rows`, :mod:`.forward_chunked`,
   :mod:`.backward_rows`, :mod:`.backward_chunked`, :mod:`.backward_split`,
+  :mod:`.backward_held`, :mod:`.backward_paired`,
   and :mod:`.partials` (the deterministic dweight/dbias reduction), built
   from the helpers of :mod:`.shared`;
 - :mod:`.launch`: allocate outputs, pick the launch shape, launch (through

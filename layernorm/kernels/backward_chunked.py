@@ -20,13 +20,12 @@ from .shared import chunked_row_sums, in_row, load_gain, load_tiles, row_offsets
 @triton.jit
 def backward_chunked(
     DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL, stride_dy, stride_x, stride_dres, stride_dx,
-    M, N, num_programs,
+    M, N, pid, num_programs,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr,
     NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, HAS_DRES: tl.constexpr, WEIGHT_OFFSET: tl.constexpr,
 ):
-    """dx of the row blocks pid, pid + G, ... (G = num_programs), chunk by chunk; this program's
-    partial row of dweight / dbias."""
-    pid = tl.program_id(0)
+    """dx of the row blocks pid, pid + G, ... (G = num_programs), chunk by chunk; partial row pid
+    of dweight / dbias. (The paired backward calls it for one block, with neither.)"""
     num_blocks = (M + BLOCK_M - 1) // BLOCK_M
     cols = tl.arange(0, BLOCK_N)
     partial_row = pid.to(tl.int64) * N

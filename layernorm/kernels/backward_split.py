@@ -14,7 +14,8 @@ after the row-sum kernel's: 5 passes over the data instead of 3.
 import triton
 import triton.language as tl
 
-from .shared import chunk_row_sums, in_row, load_gain, load_tiles, row_offsets, row_stats, store_dx, x_hat_of
+from .shared import (chunk_row_sums, in_row, load_gain, load_tiles, row_offsets, row_stats, store_dx,
+                     store_partial_row, x_hat_of)
 
 
 @triton.jit
@@ -87,8 +88,4 @@ def norm_bwd_tiles_kernel(
             dw_acc += tl.sum(dy * x_hat, axis=0)
         if NEED_DB:
             db_acc += tl.sum(dy, axis=0)
-    partial_row = band.to(tl.int64) * N
-    if NEED_DW:
-        tl.store(DW_PARTIAL + partial_row + cols, dw_acc, mask=col_mask)
-    if NEED_DB:
-        tl.store(DB_PARTIAL + partial_row + cols, db_acc, mask=col_mask)
+    store_partial_row(DW_PARTIAL, DB_PARTIAL, band, N, cols, col_mask, dw_acc, db_acc, NEED_DW, NEED_DB)

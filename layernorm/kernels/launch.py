@@ -21,6 +21,7 @@ norm_fwd_kernel = DirectKernel(norm.norm_fwd_kernel)
 norm_bwd_kernel = DirectKernel(norm.norm_bwd_kernel)
 norm_bwd_row_sums_kernel = DirectKernel(norm.norm_bwd_row_sums_kernel)
 norm_bwd_tiles_kernel = DirectKernel(norm.norm_bwd_tiles_kernel)
+norm_bwd_paired_kernel = DirectKernel(norm.norm_bwd_paired_kernel)
 sum_partials_kernel = DirectKernel(norm.sum_partials_kernel)
 
 # Programs per multiprocessor times this many SMs; the CPU interpreter gets a
@@ -132,6 +133,9 @@ def norm_backward(
     if launch.split and not launch.single_chunk:
         programs, dw_partial, db_partial = _split_backward(
             dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has_bias, launch, weight_offset)
+    elif launch.band_rows and not launch.single_chunk and (has_weight or has_bias):
+        programs, dw_partial, db_partial = _paired_backward(
+            dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has_bias, launch, weight_offset)
     else:
         num_blocks = triton_cdiv(m, launch.block_m)
         programs = table.forced_programs() or int(launch.programs_per_sm * _sm_count(x))
@@ -195,6 +199,27 @@ def _split_backward(dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has
         dw_partial, db_partial,
         dy.stride(0), x.stride(0), 0 if dres is None else dres.stride(0), dx.stride(0), m, n, rows_per_band,
         BLOCK_M=launch.block_m, BLOCK_N=launch.block_n,
+        IS_RMS=is_rms, HAS_WEIGHT=weight is not None, NEED_DW=has_weight, NEED_DB=has_bias,
+        HAS_DRES=dres is not None, WEIGHT_OFFSET=weight_offset, num_warps=launch.num_warps,
+    )
+    return bands, dw_partial, db_partial
+
+
+def _paired_backward(dy, x, dres, dx, mean, rstd, weight, is_rms, has_weight, has_bias, launch, weight_offset):
+    """The wide-row backward as row programs and column-tile programs side by side (see
+    norm_bwd_paired_kernel); returns (number of partial rows, dweight partials, dbias partials)."""
+    m, n = x.shape
+    band_rows = max(1, launch.band_rows // launch.block_m) * launch.block_m  # whole row blocks
+    bands = triton_cdiv(m, band_rows)
+    per_band = band_rows // launch.block_m + triton_cdiv(n, launch.block_n)
+    dw_partial, db_partial = _partial_rows(has_weight, has_bias, bands, n, rstd)
+    norm_bwd_paired_kernel.launch(
+        (bands * per_band,),
+        dy, x, dy if dres is None else dres, dx,
+        x if weight is None else weight, rstd if mean is None else mean, rstd,
+        dw_partial, db_partial,
+        dy.stride(0), x.stride(0), 0 if dres is None else dres.stride(0), dx.stride(0), m, n, band_rows,
+        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, TILE_M=table.paired_tile_m(launch.block_n),
         IS_RMS=is_rms, HAS_WEIGHT=weight is not None, NEED_DW=has_weight, NEED_DB=has_bias,
         HAS_DRES=dres is not None, WEIGHT_OFFSET=weight_offset, num_warps=launch.num_warps,
     )

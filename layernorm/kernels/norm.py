@@ -27,9 +27,10 @@ by those flags; each path is a module of its own, built from the helpers of
 - forward: :mod:`.forward_rows` (rows in registers, optionally a persistent
   grid), :mod:`.forward_chunked`;
 - backward: :mod:`.backward_rows`, :mod:`.backward_chunked` (and
-  :mod:`.backward_held`, its partial sums in registers), and the split
-  backward's two kernels in :mod:`.backward_split`; then
-  :mod:`.partials` sums the dweight / dbias partial rows.
+  :mod:`.backward_held`, its partial sums in registers), the split
+  backward's two kernels in :mod:`.backward_split`, and the paired
+  backward's kernel in :mod:`.backward_paired`; then :mod:`.partials` sums
+  the dweight / dbias partial rows.
 
 The math is in :mod:`layernorm.reference`; the paths cite it.
 """
@@ -44,6 +45,7 @@ from .forward_chunked import forward_chunked
 from .forward_rows import forward_rows, forward_rows_persistent
 
 # Entry kernels of their own, re-exported: layernorm.kernels.launch launches every kernel from here.
+from .backward_paired import norm_bwd_paired_kernel  # noqa: F401
 from .backward_split import norm_bwd_row_sums_kernel, norm_bwd_tiles_kernel  # noqa: F401
 from .partials import sum_partials_kernel  # noqa: F401
 
@@ -114,5 +116,5 @@ def norm_bwd_kernel(
                       NEED_DW, NEED_DB, HAS_DRES, WEIGHT_OFFSET)
     else:
         backward_chunked(DY, X, DRES, DX, W, MEAN, RSTD, DW_PARTIAL, DB_PARTIAL, stride_dy, stride_x, stride_dres,
-                         stride_dx, M, N, num_programs, BLOCK_M, BLOCK_N, IS_RMS, HAS_WEIGHT, NEED_DW, NEED_DB,
-                         HAS_DRES, WEIGHT_OFFSET)
+                         stride_dx, M, N, tl.program_id(0), num_programs, BLOCK_M, BLOCK_N, IS_RMS, HAS_WEIGHT,
+                         NEED_DW, NEED_DB, HAS_DRES, WEIGHT_OFFSET)

@@ -25,7 +25,7 @@ from typing import Any, Dict, Tuple
 TARGET = ("cuda", 90, 32)
 
 # Runtime arguments that are not pointers in the input's dtype.
-_INTEGERS = ("M", "N", "num_programs", "num_partials", "rows_per_band")
+_INTEGERS = ("M", "N", "num_programs", "num_partials", "rows_per_band", "band_rows")
 _WEIGHTS = ("W", "B")
 _FLOAT32_POINTERS = ("MEAN", "RSTD", "DW_PARTIAL", "DB_PARTIAL", "C1", "C2")
 

@@ -139,3 +139,14 @@ def store_dx(g, x_hat, c1, c2, rstd, rows, c, mask, DRES, DX, stride_dres, strid
     if HAS_DRES:
         dx += tl.load(DRES + rows[:, None] * stride_dres + c[None, :], mask=mask, other=0.0).to(tl.float32)
     tl.store(DX + rows[:, None] * stride_dx + c[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def store_partial_row(DW_PARTIAL, DB_PARTIAL, row, N, cols, col_mask, dw_acc, db_acc, NEED_DW: tl.constexpr,
+                      NEED_DB: tl.constexpr):
+    """Columns ``cols`` of partial row ``row`` of dweight / dbias (float32, N wide), written once."""
+    partial_row = row.to(tl.int64) * N
+    if NEED_DW:
+        tl.store(DW_PARTIAL + partial_row + cols, dw_acc, mask=col_mask)
+    if NEED_DB:
+        tl.store(DB_PARTIAL + partial_row + cols, db_acc, mask=col_mask)

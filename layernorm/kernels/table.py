@@ -29,7 +29,8 @@ by name.
   ``hold_partials``: the dweight / dbias partial sums held in registers for
   all the program's row blocks (see ``layernorm.kernels.backward_held``),
   for rows up to ``HOLD_MAX_N`` wide (wider ones take the plain chunked
-  path).
+  path); or with ``band_rows``: the paired backward (see
+  ``layernorm.kernels.backward_paired``).
 - ``FORWARD_EXACT`` / ``BACKWARD_EXACT``: rows for one exact width N that is
   not a power of two (768, 1536, 3072, ...), walked in chunks that tile it
   with no padding (768 as 3 x 256); a register row of 768 columns occupies
@@ -65,6 +66,7 @@ class Launch:
     split: bool = False  # backward chunked rows: row sums first, then column tiles (block_n wide)
     hold_partials: bool = False  # backward chunked rows: dweight / dbias partial sums held in registers
     unroll: bool = True  # with hold_partials: the second pass over the chunks unrolled
+    band_rows: int = 0  # backward chunked rows, when > 0: the paired backward over bands of this many rows
 
 
 # The rows of the four tables. Each knows the Launch it stands for (``launch``) and the row that
@@ -126,7 +128,9 @@ class BackwardChunkedRow:
     """Rows walked in chunks of ``chunk`` columns over a persistent grid; or, ``split``, cut in
     column tiles of ``chunk`` columns; ``hold_partials``: the dweight / dbias partial sums held in
     registers rather than in a buffer (rows up to :data:`HOLD_MAX_N` wide), the second pass over a
-    row's chunks unrolled unless ``unroll`` is False."""
+    row's chunks unrolled unless ``unroll`` is False; ``band_rows`` > 0: the paired backward (row
+    programs and column-tile programs side by side over bands of that many rows; a backward that
+    wants no parameter gradient takes the plain chunked path)."""
 
     chunk: int
     rows_per_program: int
@@ -135,15 +139,16 @@ class BackwardChunkedRow:
     split: bool = False
     hold_partials: bool = False
     unroll: bool = True
+    band_rows: int = 0
 
     def launch(self, chunk: int) -> Launch:
         return Launch(self.rows_per_program, chunk, self.num_warps, False, self.programs_per_sm, split=self.split,
-                      hold_partials=self.hold_partials, unroll=self.unroll)
+                      hold_partials=self.hold_partials, unroll=self.unroll, band_rows=self.band_rows)
 
     @classmethod
     def of(cls, launch: Launch) -> "BackwardChunkedRow":
         return cls(launch.block_n, launch.block_m, launch.num_warps, launch.programs_per_sm, launch.split,
-                   launch.hold_partials, launch.unroll)
+                   launch.hold_partials, launch.unroll, launch.band_rows)
 
 
 # BEGIN TABLE
@@ -259,6 +264,13 @@ REDUCE_NUM_WARPS = 4
 def reduce_block_n(n: int, sm_count: int) -> int:
     """Columns per program of the dweight/dbias reduction."""
     return max(16, min(64, next_power_of_2(max(1, n // (2 * sm_count)))))  # 64 x 64 x 2 accumulators: no spill
+
+
+def paired_tile_m(block_n: int) -> int:
+    """Rows per step of the paired backward's tile programs: 4096 elements a step, two steps of
+    x and dy in flight (8192 a step take 184 registers at 2048 x 8 warps on sm_90: one program
+    per SM; 4096, 125: two)."""
+    return max(1, min(8, 4096 // block_n))
 
 
 def next_power_of_2(n: int) -> int:

@@ -290,3 +290,19 @@ def test_round_before_weight_rounds_where_llama_does(dtype, n):
     differ = (ours != theirs).float().mean().item()
     assert differ <= 0.02, f"{differ:.1%} of elements differ from Llama's order"
     assert (once != theirs).float().mean().item() > 4 * differ
+
+
+@pytest.mark.parametrize("n", [16384, 65533])
+@pytest.mark.parametrize("kind", ["layer", "rms", "add_layer"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_paired_backward_at_its_widths(kind, n, dtype):
+    """The paired backward (a sweep candidate for the widest rows): 2048-column chunks and tiles,
+    bands of 32 rows, the last one short; 65533 columns leave the last tile ragged."""
+    from layernorm.kernels import table
+
+    m = 100
+    x = activations(m, n, dtype=dtype, seed=n + 7)
+    w, b = params(n, torch.float32)
+    residual = activations(m, n, dtype=dtype, seed=n + 8, offset=0.0) if kind.startswith("add") else None
+    with table.forced(launch=table.Launch(1, 2048, 8, False, 1, band_rows=32)):
+        check(kind, x, (n,), w, b, residual=residual)
