@@ -28,7 +28,7 @@ Timing: ``triton.testing.do_bench`` median over about 1/4 GiB of rows, LayerNorm
 with weight and bias (the common case); the backward includes the dweight /
 dbias reduction.
 
-    python scripts/sweep_launch.py --out runs/sweep [--write] [--quick]
+    python scripts/sweep_launch.py --out runs/sweep [--write] [--quick] [--widths N ...]
 
 ``--write`` rewrites the literals between the BEGIN/END TABLE marks of
 layernorm/kernels/table.py (layernorm.kernels.table_writer); the table is
@@ -209,9 +209,23 @@ def exact_candidates(n, backward, quick):
     return out[:: 2] if quick and len(out) > 6 else out
 
 
+# --widths: the widths to sweep (power-of-two and exact ones alike); None sweeps them all. The
+# table's rows at the other widths stay as they are.
+ONLY_WIDTHS = None
+
+
+def _chosen(widths):
+    return [n for n in widths if ONLY_WIDTHS is None or n in ONLY_WIDTHS]
+
+
 def width_order():
     """The widths swept, the standard shapes' first, so that a spent time budget cuts the narrow ones."""
-    return sorted(set(REGISTER_WIDTHS) | set(CHUNKED_WIDTHS), key=lambda n: (n < 1024, n))
+    return _chosen(sorted(set(REGISTER_WIDTHS) | set(CHUNKED_WIDTHS), key=lambda n: (n < 1024, n)))
+
+
+def exact_widths():
+    """The exact (not power-of-two) widths swept."""
+    return _chosen(EXACT_WIDTHS)
 
 
 def paths_at(block_n, quick):
@@ -232,7 +246,7 @@ def jobs(element_bytes, quick):
         for _, fwd, bwd in paths_at(n, quick):
             out += [precompile.Job(False, dtype, m, n, c) for c in fwd]
             out += [precompile.Job(True, dtype, m, n, c) for c in bwd]
-    for n in EXACT_WIDTHS:
+    for n in exact_widths():
         m = rows_for(n, element_bytes)
         for backward in (False, True):
             out += [precompile.Job(backward, dtype, m, n, c) for c in exact_candidates(n, backward, quick)]
@@ -281,7 +295,7 @@ def sweep_exact(element_bytes, quick, log, deadline):
     beats the padded launch."""
     dtype = DTYPES[element_bytes]
     padded_fwd, padded_bwd, exact_fwd, exact_bwd = {}, {}, {}, {}
-    for n in within_budget(EXACT_WIDTHS, deadline, "exact widths"):
+    for n in within_budget(exact_widths(), deadline, "exact widths"):
         m = rows_for(n, element_bytes)
         x, w, b, dy = inputs(m, n, dtype)
         padded = table.padded_launch(n, element_bytes), table.padded_launch(n, element_bytes, backward=True)
@@ -404,6 +418,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="half the candidates, shorter timing")
     parser.add_argument("--element-bytes", type=int, action="append", choices=(2, 4),
                         help="2 (bf16, the default) and/or 4 (fp32)")
+    parser.add_argument("--widths", type=int, nargs="+", metavar="N",
+                        help="sweep only these row widths (of " + ", ".join(
+                            map(str, sorted(set(REGISTER_WIDTHS) | set(CHUNKED_WIDTHS) | set(EXACT_WIDTHS))))
+                        + "); the table keeps its rows at the others")
     parser.add_argument("--budget-s", type=float, default=360,
                         help="stop starting new widths after this many seconds (default 360)")
     parser.add_argument("--workers", type=int, default=max(0, min(14, (os.cpu_count() or 1) - 2)),
@@ -413,6 +431,13 @@ def main():
                         help="no GPU needed: registers and spills of the current table and of the exact-width "
                              "candidates, compiled for sm_90")
     args = parser.parse_args()
+    global ONLY_WIDTHS
+    if args.widths:
+        known = set(REGISTER_WIDTHS) | set(CHUNKED_WIDTHS) | set(EXACT_WIDTHS)
+        unknown = sorted(set(args.widths) - known)
+        if unknown:
+            parser.error(f"--widths: no candidates at {unknown}; the widths swept are {sorted(known)}")
+        ONLY_WIDTHS = set(args.widths)
     if args.registers:
         return register_report()
     if not torch.cuda.is_available():

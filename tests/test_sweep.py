@@ -165,6 +165,18 @@ def test_jobs_are_every_launch_the_sweep_times(sweep, fake_gpu, monkeypatch):
         assert {(t[3], t[4]) for t in got - planned} <= padded
 
 
+def test_widths_limit_what_is_compiled_and_timed(sweep, fake_gpu, monkeypatch):
+    """--widths: only those widths are compiled ahead and timed; the table keeps its other rows."""
+    monkeypatch.setattr(sweep, "ONLY_WIDTHS", {65536, 768})
+    assert sweep.width_order() == [65536] and sweep.exact_widths() == [768]
+    assert {j.n for j in sweep.jobs(2, quick=True)} == {65536, 768}
+    log = []
+    forward, forward_chunked, backward, backward_chunked = sweep.sweep(2, True, log, deadline=float("inf"))
+    assert {r["n"] for r in log} == {65536}
+    assert forward == table.FORWARD[2] and backward == table.BACKWARD[2]  # no register width swept
+    assert set(backward_chunked) == set(table.BACKWARD_CHUNKED[2]) | {65536}
+
+
 def test_a_candidate_with_wrong_gradients_is_refused(sweep):
     """The sweep checks each backward candidate's gradients against PyTorch's before timing it."""
     g = torch.Generator().manual_seed(5)
