@@ -12,7 +12,8 @@
 #      project's bar judged from its results and the host-time results (scripts/bench_bar.py)
 #   6. experiments with --device cuda, when EXPERIMENTS names them (quick size; EXPERIMENT_SIZE)
 #   7. a training step of a whole model, when MODEL_STEP names them (gpt2, encoder, llama); PROFILE=1 traces it
-# STEPS picks the steps and their order (default "tests memcheck sweep host bench experiments models");
+#   8. layernorm tour on the GPU (its GPU branch; smoke-size experiments)
+# STEPS picks the steps and their order (default "tests memcheck sweep host bench experiments models tour");
 # with little device time, the measurement that decides comes first, e.g.
 #   STEPS="host models bench tests" MODEL_STEP=gpt2 bash scripts/device_check.sh
 # PRESET fills in what is not set, for a short lease (each meant to fit one 10-minute call):
@@ -217,7 +218,15 @@ run_models() {
   done
 }
 
-ALL_STEPS="tests memcheck sweep host bench experiments models"
+# 8. the tour's GPU branch (layernorm tour on cuda: check, the experiments at TOUR_SIZE, smoke by
+#    default; TOUR_ARGS passed through, "--skip bench" by default: the tour's bench is the full
+#    `layernorm bench`, longer than one call)
+run_tour() {
+  step tour $PY -m layernorm tour --device cuda --out "$OUT/tour" --experiment-size "${TOUR_SIZE:-smoke}" \
+    ${TOUR_ARGS---skip bench}
+}
+
+ALL_STEPS="tests memcheck sweep host bench experiments models tour"
 for name in ${STEPS:-$ALL_STEPS}; do
   if ! declare -F "run_$name" >/dev/null; then
     echo "STEPS: no step '$name' ($ALL_STEPS)" | tee -a "$LOG"

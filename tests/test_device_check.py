@@ -47,3 +47,17 @@ def test_bundle_packs_the_results_into_a_few_files(tmp_path):
     with tarfile.open(tmp_path / "results.tar.gz") as archive:
         log = archive.extractfile("./log.txt").read().decode()
     assert "no step 'bench-everything'" in log and log == (tmp_path / "log.txt").read_text()
+
+
+def test_the_tour_step_runs_the_tours_gpu_branch(tmp_path):
+    """STEPS=tour runs `layernorm tour` on cuda with smoke-size experiments and without its bench
+    (the full benchmark, longer than one call); TOUR_SIZE and TOUR_ARGS change that."""
+    python = tmp_path / "python"
+    python.write_text('#!/usr/bin/env bash\necho "ARGS: $*"\n')
+    python.chmod(0o755)
+    done = run(tmp_path / "out", STEPS="tour", PYTHON=str(python))
+    assert done.returncode == 0, done.stdout
+    assert f"ARGS: -m layernorm tour --device cuda --out {tmp_path / 'out'}/tour --experiment-size smoke --skip bench" \
+        in done.stdout
+    done = run(tmp_path / "out", STEPS="tour", PYTHON=str(python), TOUR_SIZE="quick", TOUR_ARGS="")
+    assert done.stdout.count("ARGS: -m layernorm tour") == 1 and "--experiment-size quick\n" in done.stdout
