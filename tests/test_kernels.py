@@ -435,6 +435,11 @@ def test_the_residual_sum_needs_no_gradient_when_its_inputs_need_none(op, compil
         call = torch.compile(call, fullgraph=True, backend="aot_eager")
     y, r_out = call(x, residual, w)
     assert y.requires_grad and not r_out.requires_grad
+    (dw,) = torch.autograd.grad(y, [w], torch.ones_like(y))  # the weight's gradient still flows
+    s = x + residual
+    want_y = F.layer_norm(s, (16,), w, None, 1e-5) if op == "add_layer" else F.rms_norm(s, (16,), w, 1e-5)
+    (want,) = torch.autograd.grad(want_y.sum(), [w])
+    assert error(dw, want) < 1e-5
     y, r_out = call(x.clone().requires_grad_(), residual, w)
     assert y.requires_grad and r_out.requires_grad
 
