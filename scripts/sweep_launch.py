@@ -37,9 +37,10 @@ always written to OUT/table.py and every timing to OUT/sweep.json.
     python scripts/sweep_launch.py --registers
 
 needs no GPU: it compiles every row of the current table for sm_90 (all
-kernel variants) and prints registers per thread, stack frame (spills) and
-programs per SM that the registers allow, read with the cuobjdump that
-Triton ships.
+kernel variants), the exact-width candidates and the wide-row backward
+candidates (held, paired), and prints registers per thread, stack frame
+(spills) and programs per SM that the registers allow, read with the
+cuobjdump that Triton ships.
 """
 
 from __future__ import annotations
@@ -369,10 +370,12 @@ def _report_row(pass_, n, cand, variant, dt):
     """Compile one launch of the forward or backward kernel for sm_90, print its line of the
     report (registers, stack, programs per SM) and return its stack frame."""
     from layernorm.kernels import offline
-    from layernorm.kernels.norm import norm_bwd_kernel, norm_fwd_kernel
+    from layernorm.kernels.norm import (norm_bwd_kernel, norm_bwd_paired_kernel, norm_bwd_tiles_kernel,
+                                        norm_fwd_kernel)
 
     consts = {"BLOCK_M": cand.block_m, "BLOCK_N": cand.block_n, "SINGLE_CHUNK": cand.single_chunk,
               "IS_RMS": variant == "rms", "HAS_WEIGHT": True}
+    wide = not cand.single_chunk  # the backward's chunked-row variants, each its own kernel or flags
     if pass_ == "forward":
         kernel = norm_fwd_kernel
         consts.update(HAS_BIAS=variant != "rms", HAS_RESIDUAL=variant.startswith("add"),
@@ -381,9 +384,21 @@ def _report_row(pass_, n, cand, variant, dt):
         kernel = norm_bwd_kernel
         consts.update(HAS_DRES=variant.startswith("add"), NEED_DW=True, NEED_DB=variant != "rms",
                       LEAN=cand.lean and cand.single_chunk)
+        if wide and cand.split:  # the column tiles (its row-sum kernel is one streaming loop)
+            kernel = norm_bwd_tiles_kernel
+            del consts["SINGLE_CHUNK"], consts["LEAN"]
+        elif wide and cand.band_rows:
+            kernel = norm_bwd_paired_kernel
+            del consts["SINGLE_CHUNK"], consts["LEAN"]
+            consts["TILE_M"] = table.paired_tile_m(cand.block_n)
+        elif wide and cand.hold_partials and n <= table.HOLD_MAX_N:
+            consts.update(HOLD_PARTIALS=True, NUM_CHUNKS=table.next_power_of_2(-(-n // cand.block_n)),
+                          UNROLL=cand.unroll)
     regs, stack = offline.compiled_resources(kernel, consts, dt, "fp32", cand.num_warps)
     shape = (f"{cand.block_m}x{cand.block_n} w{cand.num_warps}{'' if cand.single_chunk else ' chunked'}"
-             f"{' lean' if cand.lean else ''}")
+             f"{' lean' if cand.lean else ''}{' split' if wide and cand.split else ''}"
+             f"{(' held' if cand.unroll else ' held loop') if wide and cand.hold_partials else ''}"
+             f"{f' paired/{cand.band_rows}' if wide and cand.band_rows else ''}")
     print(f"{pass_:<9} {dt:<9} {n:>6} {shape:<22} {variant:<16} {regs:>4} {stack:>5} "
           f"{offline.programs_per_sm(regs, cand.num_warps):>8}", flush=True)
     return stack
@@ -408,6 +423,13 @@ def register_report():
                     continue  # the grid's size does not change the code
                 worst_exact = max(worst_exact, _report_row(pass_, n, cand, "layer", "bf16"))
     print(f"largest stack frame of the exact-width candidates: {worst_exact} bytes")
+    print("\nwide-row backward candidates holding their sums in registers or paired (LayerNorm with weight "
+          "and bias; unaligned inputs, so no vectorized loads: more registers than the launches use):")
+    for element_bytes, dt in ((2, "bf16"), (4, "fp32")):
+        for n in (16384, 65536):
+            for cand in backward_candidates(n, single=False, quick=False):
+                if (cand.hold_partials or cand.band_rows) and cand.band_rows in (0, 32):
+                    _report_row("backward", n, cand, "layer", dt)  # the band's size does not change the code
     return 0
 
 

@@ -1,6 +1,7 @@
 """The launch sweep's candidates (scripts/sweep_launch.py), without a GPU: what it would time."""
 
 import importlib.util
+import inspect
 import os
 import pathlib
 import sys
@@ -198,3 +199,26 @@ def test_a_candidate_with_wrong_gradients_is_refused(sweep):
     with pytest.raises(RuntimeError, match="wrong dx"):
         sweep.check_backward("nan", nan, expected)
     assert sweep.expected_grads(x, w, b, dy) is expected  # kept while the width is swept
+
+
+@pytest.mark.parametrize("launch,kernel,flags", [
+    (table.Launch(1, 4096, 16, True, 1), "norm_bwd_kernel", {"SINGLE_CHUNK": True}),
+    (table.Launch(8, 1024, 8, False, 4, split=True), "norm_bwd_tiles_kernel", {}),
+    (table.Launch(1, 2048, 8, False, 1, band_rows=32), "norm_bwd_paired_kernel", {"TILE_M": 2}),
+    (table.Launch(1, 4096, 16, False, 1, hold_partials=True, unroll=False), "norm_bwd_kernel",
+     {"HOLD_PARTIALS": True, "NUM_CHUNKS": 4, "UNROLL": False}),
+], ids=["register", "split", "paired", "held loop"])
+def test_the_register_report_compiles_the_kernel_each_backward_path_launches(sweep, monkeypatch, launch, kernel,
+                                                                            flags, capsys):
+    """``--registers`` compiles, for a backward row, the kernel and flags its launches use."""
+    from layernorm.kernels import norm, offline
+
+    compiled = []
+    monkeypatch.setattr(offline, "compiled_resources",
+                        lambda k, consts, *_: compiled.append((k, consts)) or (64, 0))
+    sweep._report_row("backward", 16384, launch, "layer", "bf16")
+    ((got, consts),) = compiled
+    assert got is getattr(norm, kernel)
+    assert flags.items() <= consts.items() and consts["BLOCK_N"] == launch.block_n
+    assert set(consts) <= set(inspect.signature(got.fn).parameters)  # flags the kernel has, only
+    assert "16384" in capsys.readouterr().out
