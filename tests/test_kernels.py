@@ -157,7 +157,7 @@ def test_chunked_backward_holding_its_partial_sums(kind, with_weight, dtype, unr
         check(kind, x, (40,), w if with_weight else None, b if with_weight else None, residual=residual)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["layer", "rms", "add_layer", "add_rms"])
 @pytest.mark.parametrize("with_weight", [True, False])
 @pytest.mark.parametrize("rows,band_rows", [(1, 5), (2, 12)], ids=["bands of 5 rows", "bands of 6 blocks"])
