@@ -19,8 +19,9 @@
 # PRESET fills in what is not set, for a short lease (each meant to fit one 10-minute call):
 #   PRESET=launch   host time per call, the whole models' training steps (profiled), then the bench at
 #                   the small-M and short-row shapes (bf16, ours against torch and Liger, with graphs)
-#   PRESET=kernels  the sweep (150 s; it checks each candidate's results before timing it), then the
-#                   GPU tests and memcheck with the table it wrote
+#   PRESET=kernels  the sweep (150 s; it checks each candidate's results before timing it) of the widths
+#                   whose designs were never measured (16384, 65536; 768 and 1536 unpadded; SWEEP_ARGS=""
+#                   sweeps every width), then the GPU tests and memcheck with the table it wrote
 #   PRESET=bench    the bench at the standard bf16 shapes, every peer, with graphs
 # Output goes under $OUT (the device tool's folder; runs/device elsewhere); with the device tool, set
 # BUNDLE=1 (see below). Each step runs even
@@ -40,7 +41,8 @@ case "${PRESET:-}" in
     : "${HOST_ARGS:=--impl torch --impl layernorm --impl liger}"
     : "${BENCH_ARGS:=--dtype bf16 --shape 8x4096 --shape 512x4096 --shape 32768x768 --shape 32768x1024 --shape 32768x2048 --shape 32768x4096 --impl torch --impl layernorm --impl liger --cuda-graph}" ;;
   kernels)
-    : "${STEPS:=sweep tests memcheck}" "${SWEEP:=1}" "${SWEEP_BUDGET_S:=150}" ;;
+    : "${STEPS:=sweep tests memcheck}" "${SWEEP:=1}" "${SWEEP_BUDGET_S:=150}"
+    : "${SWEEP_ARGS=--widths 16384 65536 768 1536}" ;;
   bench)
     : "${STEPS:=bench}" "${BENCH_OPS:=layer_norm}" "${BENCH_ARGS:=--dtype bf16 --cuda-graph}" ;;
   *) echo "PRESET: no preset '$PRESET' (launch, kernels, bench)"; exit 2 ;;

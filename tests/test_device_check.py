@@ -61,3 +61,14 @@ def test_the_tour_step_runs_the_tours_gpu_branch(tmp_path):
         in done.stdout
     done = run(tmp_path / "out", STEPS="tour", PYTHON=str(python), TOUR_SIZE="quick", TOUR_ARGS="")
     assert done.stdout.count("ARGS: -m layernorm tour") == 1 and "--experiment-size quick\n" in done.stdout
+
+
+def test_the_kernels_preset_sweeps_the_unmeasured_widths_unless_told_otherwise(tmp_path):
+    python = tmp_path / "python"
+    python.write_text('#!/usr/bin/env bash\necho "ARGS: $*"\n')
+    python.chmod(0o755)
+    done = run(tmp_path / "out", PRESET="kernels", STEPS="sweep", PYTHON=str(python))
+    assert done.returncode == 0, done.stdout
+    assert "scripts/sweep_launch.py" in done.stdout and "--budget-s 150 --widths 16384 65536 768 1536\n" in done.stdout
+    done = run(tmp_path / "out", PRESET="kernels", STEPS="sweep", PYTHON=str(python), SWEEP_ARGS="")
+    assert "--budget-s 150\n" in done.stdout and "--widths" not in done.stdout
