@@ -67,6 +67,7 @@ CHUNKED_WIDTHS = [8192, 16384, 65536]
 # Hidden sizes of common models that are not powers of two (GPT-2 / BERT, Qwen2-1.5B, Phi-3 and
 # Llama-3.2-3B, Llama-2-13B, GPT-NeoX-20B / Llama-style 6144).
 EXACT_WIDTHS = [768, 1536, 3072, 5120, 6144]
+ALL_WIDTHS = sorted(set(REGISTER_WIDTHS) | set(CHUNKED_WIDTHS) | set(EXACT_WIDTHS))  # what --widths may name
 
 
 def bench(fn, quick):
@@ -373,32 +374,31 @@ def _report_row(pass_, n, cand, variant, dt):
     from layernorm.kernels.norm import (norm_bwd_kernel, norm_bwd_paired_kernel, norm_bwd_tiles_kernel,
                                         norm_fwd_kernel)
 
-    consts = {"BLOCK_M": cand.block_m, "BLOCK_N": cand.block_n, "SINGLE_CHUNK": cand.single_chunk,
-              "IS_RMS": variant == "rms", "HAS_WEIGHT": True}
+    consts = {"BLOCK_M": cand.block_m, "BLOCK_N": cand.block_n, "IS_RMS": variant == "rms", "HAS_WEIGHT": True}
     wide = not cand.single_chunk  # the backward's chunked-row variants, each its own kernel or flags
     if pass_ == "forward":
         kernel = norm_fwd_kernel
-        consts.update(HAS_BIAS=variant != "rms", HAS_RESIDUAL=variant.startswith("add"),
-                      STORE_RESIDUAL=variant.startswith("add"), PERSISTENT=cand.programs_per_sm > 0)
+        consts.update(SINGLE_CHUNK=cand.single_chunk, HAS_BIAS=variant != "rms",
+                      HAS_RESIDUAL=variant.startswith("add"), STORE_RESIDUAL=variant.startswith("add"),
+                      PERSISTENT=cand.programs_per_sm > 0)
     else:
-        kernel = norm_bwd_kernel
-        consts.update(HAS_DRES=variant.startswith("add"), NEED_DW=True, NEED_DB=variant != "rms",
-                      LEAN=cand.lean and cand.single_chunk)
+        consts.update(HAS_DRES=variant.startswith("add"), NEED_DW=True, NEED_DB=variant != "rms")
         if wide and cand.split:  # the column tiles (its row-sum kernel is one streaming loop)
             kernel = norm_bwd_tiles_kernel
-            del consts["SINGLE_CHUNK"], consts["LEAN"]
         elif wide and cand.band_rows:
             kernel = norm_bwd_paired_kernel
-            del consts["SINGLE_CHUNK"], consts["LEAN"]
             consts["TILE_M"] = table.paired_tile_m(cand.block_n)
-        elif wide and cand.hold_partials and n <= table.HOLD_MAX_N:
-            consts.update(HOLD_PARTIALS=True, NUM_CHUNKS=table.next_power_of_2(-(-n // cand.block_n)),
-                          UNROLL=cand.unroll)
+        else:
+            kernel = norm_bwd_kernel
+            consts.update(SINGLE_CHUNK=cand.single_chunk, LEAN=cand.lean and cand.single_chunk)
+            if wide and cand.hold_partials and n <= table.HOLD_MAX_N:
+                consts.update(HOLD_PARTIALS=True, NUM_CHUNKS=table.next_power_of_2(-(-n // cand.block_n)),
+                              UNROLL=cand.unroll)
     regs, stack = offline.compiled_resources(kernel, consts, dt, "fp32", cand.num_warps)
-    shape = (f"{cand.block_m}x{cand.block_n} w{cand.num_warps}{'' if cand.single_chunk else ' chunked'}"
-             f"{' lean' if cand.lean else ''}{' split' if wide and cand.split else ''}"
-             f"{(' held' if cand.unroll else ' held loop') if wide and cand.hold_partials else ''}"
-             f"{f' paired/{cand.band_rows}' if wide and cand.band_rows else ''}")
+    tags = [tag for tag, shown in (("chunked", wide), ("lean", cand.lean), ("split", wide and cand.split),
+                                   ("held" if cand.unroll else "held loop", wide and cand.hold_partials),
+                                   (f"paired/{cand.band_rows}", wide and cand.band_rows)) if shown]
+    shape = " ".join([f"{cand.block_m}x{cand.block_n} w{cand.num_warps}", *tags])
     print(f"{pass_:<9} {dt:<9} {n:>6} {shape:<22} {variant:<16} {regs:>4} {stack:>5} "
           f"{offline.programs_per_sm(regs, cand.num_warps):>8}", flush=True)
     return stack
@@ -441,24 +441,23 @@ def main():
     parser.add_argument("--element-bytes", type=int, action="append", choices=(2, 4),
                         help="2 (bf16, the default) and/or 4 (fp32)")
     parser.add_argument("--widths", type=int, nargs="+", metavar="N",
-                        help="sweep only these row widths (of " + ", ".join(
-                            map(str, sorted(set(REGISTER_WIDTHS) | set(CHUNKED_WIDTHS) | set(EXACT_WIDTHS))))
-                        + "); the table keeps its rows at the others")
+                        help=f"sweep only these row widths (of {', '.join(map(str, ALL_WIDTHS))}); the table "
+                             "keeps its rows at the others")
     parser.add_argument("--budget-s", type=float, default=360,
                         help="stop starting new widths after this many seconds (default 360)")
     parser.add_argument("--workers", type=int, default=max(0, min(14, (os.cpu_count() or 1) - 2)),
                         help="processes that compile every candidate before the timing starts (0: each is "
                              "compiled when first timed, one at a time; default: the CPUs less 2, at most 14)")
     parser.add_argument("--registers", action="store_true",
-                        help="no GPU needed: registers and spills of the current table and of the exact-width "
-                             "candidates, compiled for sm_90")
+                        help="no GPU needed: registers and spills of the current table, of the exact-width "
+                             "candidates and of the wide-row backward candidates (held, paired), compiled for "
+                             "sm_90")
     args = parser.parse_args()
     global ONLY_WIDTHS
     if args.widths:
-        known = set(REGISTER_WIDTHS) | set(CHUNKED_WIDTHS) | set(EXACT_WIDTHS)
-        unknown = sorted(set(args.widths) - known)
+        unknown = sorted(set(args.widths) - set(ALL_WIDTHS))
         if unknown:
-            parser.error(f"--widths: no candidates at {unknown}; the widths swept are {sorted(known)}")
+            parser.error(f"--widths: no candidates at {unknown}; the widths swept are {ALL_WIDTHS}")
         ONLY_WIDTHS = set(args.widths)
     if args.registers:
         return register_report()
