@@ -375,14 +375,20 @@ def _save(ctx, x, residual, weight, bias, normalized_ndim, eps, v: Variant, r_ou
     ctx.spec = _Saved(v, normalized_ndim, eps, x.dtype, None if residual is None else residual.dtype, compiling)
 
 
+def _residual_sum_wants_grad(ctx) -> bool:
+    """Whether r' = x + residual wants a gradient: only through x or the residual (the forward's
+    first two inputs), never through the weight or bias."""
+    return ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+
+
 def _setup_context(ctx, inputs, output):
     x, residual, weight, bias, normalized_ndim, eps, *fields = inputs
     _, r_out, mean, rstd = output
     v = variant(*fields)
     _save(ctx, x, residual, weight, bias, normalized_ndim, eps, v, r_out, mean, rstd, True)
     non_differentiable = [mean, rstd]
-    if not v.store_residual or not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
-        non_differentiable.append(r_out)  # an empty placeholder, or r' = x + residual of inputs with no gradient
+    if not (v.store_residual and _residual_sum_wants_grad(ctx)):
+        non_differentiable.append(r_out)  # an empty placeholder, or an r' that wants no gradient
     ctx.mark_non_differentiable(*non_differentiable)
 
 
@@ -406,8 +412,8 @@ class _EagerNorm(torch.autograd.Function):
         _save(ctx, x, residual, weight, bias, normalized_ndim, eps, v, r_out, mean, rstd, False)
         if not v.store_residual:
             return y
-        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
-            ctx.mark_non_differentiable(r_out)  # r' = x + residual: not a function of the weight or bias
+        if not _residual_sum_wants_grad(ctx):
+            ctx.mark_non_differentiable(r_out)
         return y, r_out
 
     @staticmethod
