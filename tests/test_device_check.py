@@ -49,12 +49,18 @@ def test_bundle_packs_the_results_into_a_few_files(tmp_path):
     assert "no step 'bench-everything'" in log and log == (tmp_path / "log.txt").read_text()
 
 
-def test_the_tour_step_runs_the_tours_gpu_branch(tmp_path):
+@pytest.fixture
+def python(tmp_path):
+    """A stand-in for python that prints the arguments it was called with."""
+    path = tmp_path / "python"
+    path.write_text('#!/usr/bin/env bash\necho "ARGS: $*"\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_the_tour_step_runs_the_tours_gpu_branch(tmp_path, python):
     """STEPS=tour runs `layernorm tour` on cuda with smoke-size experiments and without its bench
     (the full benchmark, longer than one call); TOUR_SIZE and TOUR_ARGS change that."""
-    python = tmp_path / "python"
-    python.write_text('#!/usr/bin/env bash\necho "ARGS: $*"\n')
-    python.chmod(0o755)
     done = run(tmp_path / "out", STEPS="tour", PYTHON=str(python))
     assert done.returncode == 0, done.stdout
     assert f"ARGS: -m layernorm tour --device cuda --out {tmp_path / 'out'}/tour --experiment-size smoke --skip bench" \
@@ -63,10 +69,7 @@ def test_the_tour_step_runs_the_tours_gpu_branch(tmp_path):
     assert done.stdout.count("ARGS: -m layernorm tour") == 1 and "--experiment-size quick\n" in done.stdout
 
 
-def test_the_kernels_preset_sweeps_the_unmeasured_widths_unless_told_otherwise(tmp_path):
-    python = tmp_path / "python"
-    python.write_text('#!/usr/bin/env bash\necho "ARGS: $*"\n')
-    python.chmod(0o755)
+def test_the_kernels_preset_sweeps_the_unmeasured_widths_unless_told_otherwise(tmp_path, python):
     done = run(tmp_path / "out", PRESET="kernels", STEPS="sweep", PYTHON=str(python))
     assert done.returncode == 0, done.stdout
     assert "scripts/sweep_launch.py" in done.stdout and "--budget-s 150 --widths 16384 65536 768 1536\n" in done.stdout
