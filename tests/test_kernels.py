@@ -546,7 +546,8 @@ for dtype, weight_dtype in (("bf16", "bf16"), ("fp32", "fp32")):
         regs, stack = S.compiled_resources(norm_bwd_paired_kernel, dict(
             BLOCK_M=1, BLOCK_N=2048, TILE_M=table.paired_tile_m(2048), IS_RMS=is_rms, HAS_WEIGHT=True,
             NEED_DW=True, NEED_DB=not is_rms, HAS_DRES=fused), dtype, weight_dtype, 8)
-        assert regs > 0 and stack == 0 and S.programs_per_sm(regs, 8) >= 2, ("paired", dtype, regs, stack)
+        # Triton 3.9 compiles each with no stack; 3.6 puts 8 bytes on it in one of them
+        assert regs > 0 and stack <= 16 and S.programs_per_sm(regs, 8) >= 2, ("paired", dtype, regs, stack)
 print("largest stack frame", worst)
 """
 

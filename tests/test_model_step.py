@@ -6,6 +6,7 @@ import pathlib
 import pytest
 import torch
 
+import layernorm
 from helpers import load_script
 
 
@@ -33,20 +34,40 @@ def test_each_model_runs_its_variants_and_profiles_them(step_script, model, tmp_
         assert found["host_syncs_in_layernorm"] == 0  # a step with our norms waits on nothing of ours
 
 
-def test_a_synchronization_inside_layernorm_is_attributed_to_it(step_script):
-    """The check of the profile can fail: an .item() in a function of the layernorm package counts
-    as ours (its frame named after the package's file), one elsewhere does not."""
+def _traced(function, tmp_path):
+    """The Chrome trace torch.profiler writes of one call, with Python stacks."""
     from torch.profiler import ProfilerActivity, profile
 
+    with profile(activities=[ProfilerActivity.CPU], with_stack=True) as prof:
+        function()
+    prof.export_chrome_trace(str(tmp_path / "trace.json"))
+    return json.loads((tmp_path / "trace.json").read_text())
+
+
+def test_a_synchronization_inside_layernorm_is_attributed_to_it(step_script, tmp_path):
+    """The check of the profile can fail: an .item() in a function of the layernorm package counts
+    as ours, one elsewhere (here a file named like the package, outside it) does not."""
     namespace = {}
-    exec(compile("def inside(t):\n    return t.sum().item()\n", "/somewhere/layernorm/fake_module.py", "exec"),
+    inside = pathlib.Path(layernorm.__file__).resolve().parent / "fake_module.py"
+    exec(compile("def inside(t):\n    return t.sum().item()\n", str(inside), "exec"), namespace)
+    exec(compile("def outside(t):\n    return t.min().item()\n", "/elsewhere/layernorm_like/x.py", "exec"),
          namespace)
     t = torch.randn(4)
-    with profile(activities=[ProfilerActivity.CPU], with_stack=True) as prof:
+
+    def calls():
         namespace["inside"](t)
         t.max().item()
-    syncs = [s for s in step_script.host_syncs(prof.events()) if s["name"] == "aten::item"]
-    assert [s["ours"] for s in syncs] == [True, False]
+        namespace["outside"](t)
+
+    syncs = [s for s in step_script.host_syncs(_traced(calls, tmp_path)) if s["name"] == "aten::item"]
+    assert [s["ours"] for s in syncs] == [True, False, False]
+    assert any("inside" in frame for frame in syncs[0]["stack"])
+
+
+def test_a_trace_without_python_frames_leaves_the_attribution_unknown(step_script, tmp_path):
+    trace = _traced(lambda: torch.randn(4).sum().item(), tmp_path)
+    trace["traceEvents"] = [e for e in trace["traceEvents"] if e.get("cat") != "python_function"]
+    assert step_script.host_syncs(trace) is None
 
 
 def test_without_a_gpu_the_full_size_step_is_refused(step_script, monkeypatch):

@@ -58,8 +58,14 @@ MODELS = {
 # Every norm 1 + weight (Gemma's RMS norms, Nemotron's layer norm): replaced, with weight_offset=1.
 OFFSET_MODELS = {"gemma", "gemma2", "gemma3", "nemotron"}
 GATED_REASON = "unknown forward: it takes more than the input (gate)"
-# model -> {class of the norms left: the reason}; every other norm is replaced.
-LEFT_MODELS = {"mamba2": {"MambaRMSNormGated": GATED_REASON}}
+# model -> {end of the class name of the norms left: the reason}; every other norm is replaced.
+# (Mamba-2's gated norm is MambaRMSNormGated up to transformers 5.24, Mamba2RMSNormGated from 5.25.)
+LEFT_MODELS = {"mamba2": {"RMSNormGated": GATED_REASON}}
+
+
+def left_reason(model_name, class_name):
+    """The reason patch gives for leaving a norm of this class, None if it replaces it."""
+    return next((reason for end, reason in LEFT_MODELS.get(model_name, {}).items() if class_name.endswith(end)), None)
 
 
 def is_norm(module):
@@ -117,10 +123,10 @@ def test_patch_replaces_every_norm_and_keeps_logits(name):
 
     report, warned = patch_recording_warnings(model)
 
-    reasons = LEFT_MODELS.get(name, {})  # recognised as norm-like, reported, left alone
-    left = {n for n, cls in classes.items() if cls.__name__ in reasons}
+    # recognised as norm-like, reported, left alone
+    left = {n for n, cls in classes.items() if left_reason(name, cls.__name__)}
     assert sorted(item.name for item in report.left) == sorted(left)
-    assert all(item.reason == reasons[classes[item.name].__name__] for item in report.left)
+    assert all(item.reason == left_reason(name, classes[item.name].__name__) for item in report.left)
     assert len(warned) == len(left) and all(GATED_REASON in str(w.message) for w in warned)
     assert all(type(norms[n]) is classes[n] for n in left)
     replaced = {n: m for n, m in norms.items() if n not in left}
@@ -369,7 +375,8 @@ def test_patch_warns_can_be_turned_off():
     with warnings.catch_warnings():
         warnings.simplefilter("error", layernorm.PatchWarning)
         report = layernorm.patch(model, warn=False)
-    assert len(report.left) == 2 and "MambaRMSNormGated x2: " + GATED_REASON in str(report)
+    gated = {type(m).__name__ for m in model.modules() if left_reason("mamba2", type(m).__name__)}
+    assert len(gated) == 1 and len(report.left) == 2 and f"{gated.pop()} x2: {GATED_REASON}" in str(report)
 
 
 # ---------------------------------------------------------------------------
@@ -404,7 +411,7 @@ def test_patch_transformers_for_every_type_warns_once_per_module_left():
             mamba2 = build("mamba2")  # Mamba2Model's post_init, then Mamba2ForCausalLM's
         assert all(is_ours(type(m)) for m in gemma.modules() if is_norm(m))
         left = [w for w in caught if issubclass(w.category, layernorm.PatchWarning)]
-        gated = [m for m in mamba2.modules() if type(m).__name__ == "MambaRMSNormGated"]
+        gated = [m for m in mamba2.modules() if left_reason("mamba2", type(m).__name__)]
         assert len(left) == len(gated) == 2
         assert all(GATED_REASON in str(w.message) for w in left)
     finally:
