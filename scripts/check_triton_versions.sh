@@ -21,7 +21,7 @@ for v in "${versions[@]}"; do
   fi
   printf '%-8s ' "$v"
   for check in tests/direct_launch_check.py tests/precompile_check.py; do
-    if ! env -u TRITON_INTERPRET TRITON_DEFAULT_FP_FUSION=1 PYTHONPATH="$dir/$v" "$python" "$check"; then
+    if ! env -u TRITON_INTERPRET -u TRITON_DEFAULT_FP_FUSION PYTHONPATH="$dir/$v" "$python" "$check"; then
       failed=1
     fi
   done

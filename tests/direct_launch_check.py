@@ -148,7 +148,7 @@ def shadow_launch(self, grid, *args, **constexprs):
     """Each launch both ways, compared (replaces DirectKernel.launch while checking)."""
     name = self.kernel.fn.__name__
     del CALLS[:]
-    self.kernel[grid](*args, **constexprs)
+    self.kernel[grid](*args, **direct.COMPILE_OPTIONS, **constexprs)  # as DirectKernel asks Triton
     ordinary = CALLS[-1]
     key_known = True
     before = triton_runs[0]

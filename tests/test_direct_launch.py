@@ -23,6 +23,8 @@ def test_direct_launch_passes_what_tritons_path_passes():
     done = run_compiling("direct_launch_check.py")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "launches matched" in done.stdout
+    # every launch asks for fused multiply-adds, so Triton 3.9 has no default to warn about
+    assert "TRITON_DEFAULT_FP_FUSION" not in done.stderr, done.stderr
 
 
 def test_argument_key_tells_apart_what_triton_specializes_on():
@@ -50,4 +52,4 @@ def test_interpreted_kernels_take_tritons_path(monkeypatch):
             return lambda *args, **kwargs: calls.append((grid, args, kwargs))
 
     DirectKernel(Interpreted()).launch((3,), 1, 2, BLOCK=4)
-    assert calls == [((3,), (1, 2), {"BLOCK": 4})]
+    assert calls == [((3,), (1, 2), {"BLOCK": 4, "enable_fp_fusion": True})]

@@ -50,6 +50,8 @@ def compile_for_sm90(kernel: Any, constexprs: Dict[str, Any], dtype: str, weight
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    from .direct import COMPILE_OPTIONS
+
     defaults = kernel.signature.parameters
     constexprs = {**{p.name: defaults[p.name].default for p in kernel.params
                      if p.is_constexpr and defaults[p.name].default is not defaults[p.name].empty}, **constexprs}
@@ -59,7 +61,7 @@ def compile_for_sm90(kernel: Any, constexprs: Dict[str, Any], dtype: str, weight
         source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
     else:  # Triton 3.2 names them constants
         source = ASTSource(fn=kernel, signature=signature, constants=constexprs)
-    return triton.compile(source, target=GPUTarget(*TARGET), options={"num_warps": num_warps})
+    return triton.compile(source, target=GPUTarget(*TARGET), options={"num_warps": num_warps, **COMPILE_OPTIONS})
 
 
 def _cuobjdump() -> str:
