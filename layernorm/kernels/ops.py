@@ -24,8 +24,6 @@ Importing this module needs neither Triton nor a GPU; the kernels are imported
 at the first launch.
 """
 
-from __future__ import annotations
-
 import contextlib
 import importlib.util
 import math
