@@ -21,8 +21,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def run_compiling(program: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``tests/<program>`` with Triton compiling, not interpreting: a pytest process that has
     imported the kernels under the interpreter cannot switch, so such checks run in a subprocess."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.pop("TRITON_DEFAULT_FP_FUSION", None)  # unset, as for most users: the kernels ask for fusion themselves
+    # TRITON_DEFAULT_FP_FUSION unset too, as for most users: the kernels ask for fusion themselves
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TRITON_DEFAULT_FP_FUSION")}
     return subprocess.run([sys.executable, str(ROOT / "tests" / program)], env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -173,7 +173,7 @@ class DirectKernel:
         """``kernel[grid](*args, **constexprs)``: runtime arguments positional, constexprs and
         ``num_warps`` / ``num_stages`` by keyword."""
         if not (self.direct and ENABLED) or hooks_installed(self.kernel):
-            self.kernel[grid](*args, **COMPILE_OPTIONS, **constexprs)
+            self._tritons_launch(grid, args, constexprs)
             return
         active = _driver.active
         device = active.get_current_device()
@@ -189,16 +189,21 @@ class DirectKernel:
                 pass  # arguments of other kinds than the first launch's: Triton's path each time
             return
         if entry is None:
-            self.kernel[grid](*args, **COMPILE_OPTIONS, **constexprs)
+            self._tritons_launch(grid, args, constexprs)
             return
         run, function, metadata, tail = entry
         gx, gy, gz = grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1
         # No launch hooks: no launch metadata (the launcher reads it only for a hook).
         run(gx, gy, gz, active.get_current_stream(device), function, metadata, None, None, None, *args, *tail)
 
+    def _tritons_launch(self, grid, args, constexprs):
+        """``kernel[grid](...)`` with our compile options: compiles or finds the kernel, launches it,
+        and returns the compiled kernel."""
+        return self.kernel[grid](*args, **COMPILE_OPTIONS, **constexprs)
+
     def _first_launch(self, grid, args, constexprs):
         """Triton's own launch; returns what the direct path needs for the same key, or None."""
-        compiled = self.kernel[grid](*args, **COMPILE_OPTIONS, **constexprs)  # compiles or finds it, and launches
+        compiled = self._tritons_launch(grid, args, constexprs)
         kinds = tuple(_kind(a) for a in args)
         if self._kinds is None:
             self._kinds, self._key = kinds, key_function(kinds)

@@ -31,8 +31,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor
 
-from . import direct, launch, table
-from .direct import DirectKernel
+from . import launch, table
+from .direct import COMPILE_OPTIONS, DirectKernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ class _CompileOnlyKernel:
         self.kernel = kernel
 
     def launch(self, grid: Tuple[int, ...], *args: Any, **constexprs: Any) -> None:
-        self.kernel.warmup(*args, grid=grid, **direct.COMPILE_OPTIONS, **constexprs)
+        self.kernel.warmup(*args, grid=grid, **COMPILE_OPTIONS, **constexprs)
 
 
 @contextlib.contextmanager
